@@ -1,0 +1,517 @@
+"""Clocks: a ticket's history, replayed under the policies, as of an instant.
+
+The replay first finds when each clock ran (policy-independent: when it started, when it
+stopped or was cancelled, and the status timeline that pauses it), then judges each clock
+under the policy in effect: a running clock under the policy of ``now`` (re-targeted from
+its original start), a stopped one under the policy it stopped with.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from rules.calendar import Calendar
+from rules.events import (
+    DONE,
+    Created,
+    Event,
+    FieldChange,
+    FieldValue,
+    Message,
+    Rating,
+    Removed,
+    in_order,
+)
+from rules.policies import Policy, RuleSet
+
+State = Literal["on_track", "at_risk", "breached", "paused", "achieved", "missed", "cancelled"]
+RUNNING_STATES = ("on_track", "at_risk", "breached", "paused")
+_INF = math.inf
+_UTC = dt.UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A clock stopping with a result (each solve of a ticket is one for resolution)."""
+
+    at: dt.datetime
+    policy: str
+    elapsed_seconds: float
+    target_seconds: int
+    achieved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """One clock of a ticket as of an instant.
+
+    ``deadline`` and ``at_risk_at`` are the instants at which a running clock turns
+    breached (just after the deadline) and at_risk, so whoever stores them can tell the
+    state at any later instant without a new evaluation (:meth:`state_at`).
+    ``breached_at`` is when the clock first breached, under whichever target then
+    applied; it stays set when a later, larger target puts the clock back on track.
+    """
+
+    metric: str
+    cycle: int
+    policy: str
+    state: State
+    started_at: dt.datetime
+    deadline: dt.datetime | None
+    stopped_at: dt.datetime | None
+    elapsed_seconds: float
+    target_seconds: int
+    at_risk_at: dt.datetime | None = None
+    breached_at: dt.datetime | None = None
+    completions: tuple[Completion, ...] = ()
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING_STATES
+
+    def state_at(self, instant: dt.datetime) -> State:
+        """The state at a later instant, given that nothing has happened since."""
+        if self.state not in ("on_track", "at_risk", "breached"):
+            return self.state
+        if self.deadline is not None and instant > self.deadline:
+            return "breached"
+        if self.at_risk_at is not None and instant >= self.at_risk_at:
+            return "at_risk"
+        return "on_track"
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """Everything the engine says about one ticket as of an instant."""
+
+    fields: Mapping[str, FieldValue]
+    policy: str | None
+    clocks: tuple[Clock, ...]
+    ratings: Mapping[str, int] = field(default_factory=dict)  # survey -> latest score
+    created_at: dt.datetime | None = None
+    removed: bool = False
+
+
+@dataclass(slots=True)
+class _Run:
+    """When one clock ran: from ``start`` until ``end`` (stop or cancel), if it ended."""
+
+    metric: str
+    cycle: int
+    start: float
+    end: float = _INF
+    cancelled: bool = False
+    stop_policy: Policy | None = None
+    solves: list[tuple[float, Policy | None]] = field(default_factory=list)  # resolution
+
+
+@dataclass(slots=True)
+class _Timeline:
+    """Status and policy over time, as parallel lists of change instants and values."""
+
+    status_at: list[float]
+    status: list[str]
+    policy_at: list[float]
+    policy: list[Policy | None]
+
+    def spans(
+        self, start: float, end: float, excluded: frozenset[str]
+    ) -> list[tuple[float, float]]:
+        """The parts of [start, end) during which the status is not in ``excluded``."""
+        if not excluded:
+            return [(start, end)] if start < end else []
+        out: list[tuple[float, float]] = []
+        i = max(0, bisect_right(self.status_at, start) - 1)
+        t = start
+        while t < end:
+            nxt = self.status_at[i + 1] if i + 1 < len(self.status_at) else _INF
+            seg_end = min(nxt, end)
+            if self.status[i] not in excluded and t < seg_end:
+                if out and out[-1][1] == t:
+                    out[-1] = (out[-1][0], seg_end)
+                else:
+                    out.append((t, seg_end))
+            t = max(t, seg_end)
+            i += 1
+            if nxt == _INF:
+                break
+        return out
+
+    def status_now(self) -> str:
+        return self.status[-1]
+
+
+def evaluate(
+    connector: str,
+    events: Iterable[Event],
+    rules: RuleSet,
+    now: dt.datetime,
+    previous: Iterable[Clock] = (),
+) -> Evaluation:
+    """Evaluate a ticket's history as of ``now`` (events after it are ignored).
+
+    ``previous`` are the clocks last stored for the ticket: a stopped clock among them
+    keeps its policy and result when the config has changed since (SLA-SEMANTICS.md #24).
+    """
+    history = in_order(events, until=now)
+    replay = _Replay(connector, rules)
+    for event in history:
+        if not replay.apply(event):
+            break
+    if replay.created_at is None:
+        return Evaluation(fields={}, policy=None, clocks=())
+    at_now = now.timestamp()
+    kept = {(c.metric, c.cycle): c for c in previous}
+    clocks = tuple(
+        _keep_result(_judge(run, replay.timeline, at_now), kept.get((run.metric, run.cycle)))
+        for run in replay.runs()
+    )
+    current = replay.timeline.policy[-1]
+    return Evaluation(
+        fields=dict(replay.fields),
+        policy=current.name if current else None,
+        clocks=clocks,
+        ratings=dict(replay.ratings),
+        created_at=_instant(replay.created_at),
+        removed=replay.removed,
+    )
+
+
+class _Replay:
+    """Walks the history once and records when each clock ran."""
+
+    def __init__(self, connector: str, rules: RuleSet) -> None:
+        self.connector = connector
+        self.rules = rules
+        self.fields: dict[str, FieldValue] = {}
+        self.ratings: dict[str, int] = {}
+        self.created_at: float | None = None
+        self.removed = False
+        self.timeline = _Timeline([], [], [], [])
+        self.first_response: _Run | None = None
+        self.next_responses: list[_Run] = []
+        self.updates: list[_Run] = []
+        self.resolution: _Run | None = None
+        self.answered_publicly = False  # a public customer or agent message was seen
+        self.waiting = False  # the customer waits for an answer
+
+    def runs(self) -> list[_Run]:
+        out = [self.first_response] if self.first_response else []
+        out += self.next_responses + self.updates
+        if self.resolution:
+            out.append(self.resolution)
+        return out
+
+    def apply(self, event: Event) -> bool:
+        """Apply one event; False once the ticket is gone and the rest is moot."""
+        t = event.at.timestamp()
+        if isinstance(event, Created):
+            if self.created_at is None:
+                self._create(event, t)
+            return True
+        if self.created_at is None:
+            return True  # nothing to measure against yet
+        if isinstance(event, Message):
+            if event.public and event.author != "system":
+                self._message(event.author, t)
+        elif isinstance(event, FieldChange):
+            self._change(event, t)
+        elif isinstance(event, Rating):
+            self.ratings[event.survey] = event.score
+        elif isinstance(event, Removed):
+            self.removed = True
+            solved = self.timeline.status_now() in DONE
+            for run in self._running():
+                if not (solved and run.metric == "resolution"):  # a solve keeps its result
+                    self._end(run, t, cancelled=True)
+            return False
+        return True
+
+    def _create(self, event: Created, t: float) -> None:
+        self.created_at = t
+        self.fields = {"status": "new", "priority": "normal", "tags": frozenset()}
+        self.fields.update(event.fields)
+        self.timeline.status_at.append(t)
+        self.timeline.status.append(str(self.fields["status"]))
+        self.timeline.policy_at.append(t)
+        self.timeline.policy.append(self.rules.policy_for(self.connector, self.fields))
+        self.first_response = _Run("first_response", 0, t)
+        self.resolution = _Run("resolution", 0, t)
+        self.waiting = True
+
+    def _message(self, author: str, t: float) -> None:
+        first_public = not self.answered_publicly
+        self.answered_publicly = True
+        if author == "customer":
+            if not self.waiting:
+                self.next_responses.append(_Run("next_response", len(self.next_responses), t))
+                self.waiting = True
+            return
+        # a public agent message
+        fr = self.first_response
+        if first_public and fr is not None and fr.end == _INF:
+            self.first_response = None  # outbound ticket: nobody was waiting
+        for run in self._running():
+            if run.metric in ("first_response", "next_response", "periodic_update"):
+                self._end(run, t)
+        self.waiting = False
+        if self.timeline.status_now() not in DONE:
+            self.updates.append(_Run("periodic_update", len(self.updates), t))
+
+    def _change(self, event: FieldChange, t: float) -> None:
+        self.fields[event.field] = event.new
+        if event.field == "status":
+            before, after = self.timeline.status_now(), str(event.new)
+            self.timeline.status_at.append(t)
+            self.timeline.status.append(after)
+            if after in DONE and before not in DONE:
+                self._solve(t)
+        policy = self.rules.policy_for(self.connector, self.fields)
+        if policy is not self.timeline.policy[-1]:
+            self.timeline.policy_at.append(t)
+            self.timeline.policy.append(policy)
+
+    def _solve(self, t: float) -> None:
+        # Nothing is left to answer or update: response and update clocks end without a
+        # result; resolution completes (again, after a reopen).
+        for run in self._running():
+            if run.metric != "resolution":
+                self._end(run, t, cancelled=True)
+        assert self.resolution is not None
+        self.resolution.solves.append((t, self.timeline.policy[-1]))
+        self.waiting = False
+
+    def _running(self) -> list[_Run]:
+        return [run for run in self.runs() if run.end == _INF]
+
+    def _end(self, run: _Run, t: float, cancelled: bool = False) -> None:
+        run.end = t
+        run.cancelled = cancelled
+        run.stop_policy = self.timeline.policy[-1]
+
+
+def _excluded(metric: str, policy: Policy) -> frozenset[str]:
+    if metric == "resolution":
+        return policy.pause_on | DONE
+    if metric == "periodic_update":
+        return policy.pause_on
+    return frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Measure:
+    elapsed: float
+    deadline: float | None
+    at_risk_at: float | None
+
+
+def _measure(
+    spans: Sequence[tuple[float, float]],
+    open_ended: bool,
+    calendar: Calendar,
+    target: int,
+    risk: float,
+) -> _Measure:
+    """Elapsed business time over ``spans`` and the instants at which it exceeds the
+    target (deadline) and reaches the warning threshold. When ``open_ended`` the last
+    span goes on past its end (the clock is running now)."""
+    elapsed = 0.0
+    deadline = at_risk_at = None
+    last = len(spans) - 1
+    for i, (a, b) in enumerate(spans):
+        part = calendar.seconds_between(a, b)
+        if open_ended and i == last:
+            if deadline is None:
+                deadline = calendar.add(a, target - elapsed)
+            if at_risk_at is None:
+                at_risk_at = calendar.reach(a, risk - elapsed)
+        else:
+            if deadline is None and elapsed + part > target:
+                deadline = calendar.add(a, target - elapsed)
+            if at_risk_at is None and elapsed + part >= risk:
+                at_risk_at = calendar.reach(a, risk - elapsed)
+        elapsed += part
+    return _Measure(elapsed, deadline, at_risk_at)
+
+
+def _judge(run: _Run, timeline: _Timeline, now: float) -> Clock:
+    if run.metric == "resolution":
+        return _judge_resolution(run, timeline, now)
+    end = min(run.end, now)
+    stopped = run.end <= now
+    policy = run.stop_policy if stopped else timeline.policy[-1]
+    breached_at = _first_breach(run, timeline, end, stopped)
+    if policy is None or run.metric not in policy.targets or (stopped and run.cancelled):
+        return _cancelled(run, policy, end, breached_at)
+    target = policy.targets[run.metric]
+    spans = timeline.spans(run.start, end, _excluded(run.metric, policy))
+    open_ended = bool(spans) and spans[-1][1] == end  # ran until now, or until it stopped
+    running_now = open_ended and not stopped
+    m = _measure(spans, open_ended, policy.calendar, target, policy.warning.threshold(target))
+    completions: tuple[Completion, ...] = ()
+    if stopped:
+        achieved = m.elapsed <= target
+        state: State = "achieved" if achieved else "missed"
+        completions = (Completion(_instant(end), policy.name, m.elapsed, target, achieved),)
+        deadline = m.deadline
+    else:
+        state, deadline = _running_state(m, running_now, now)
+    return Clock(
+        metric=run.metric,
+        cycle=run.cycle,
+        policy=policy.name,
+        state=state,
+        started_at=_instant(run.start),
+        deadline=_maybe_instant(deadline),
+        stopped_at=_instant(end) if stopped else None,
+        elapsed_seconds=m.elapsed,
+        target_seconds=target,
+        at_risk_at=_maybe_instant(m.at_risk_at) if running_now else None,
+        breached_at=breached_at,
+        completions=completions,
+    )
+
+
+def _judge_resolution(run: _Run, timeline: _Timeline, now: float) -> Clock:
+    """Resolution is one clock that completes at each solve and resumes on reopen."""
+    completions = []
+    for at, policy in run.solves:
+        if policy is None or "resolution" not in policy.targets:
+            continue
+        target = policy.targets["resolution"]
+        spans = timeline.spans(run.start, at, _excluded("resolution", policy))
+        m = _measure(spans, False, policy.calendar, target, target)
+        completions.append(
+            Completion(_instant(at), policy.name, m.elapsed, target, m.elapsed <= target)
+        )
+    end = min(run.end, now)
+    breached_at = _first_breach(run, timeline, end, run.end <= now)
+    solved = timeline.status_now() in DONE and not run.cancelled
+    if solved:  # stopped: judged as it stopped at the last solve
+        last_at, current = run.solves[-1]
+    else:
+        current = run.stop_policy if run.end <= now else timeline.policy[-1]
+    last = completions[-1] if completions else None
+    if (
+        run.cancelled
+        or current is None
+        or "resolution" not in current.targets
+        or (solved and (last is None or last.at != _instant(last_at)))
+    ):
+        clock = _cancelled(run, current, end, breached_at)
+        return replace(clock, completions=tuple(completions))
+    target = current.targets["resolution"]
+    until = last_at if solved else end
+    spans = timeline.spans(run.start, until, _excluded("resolution", current))
+    open_ended = bool(spans) and spans[-1][1] == until
+    running_now = open_ended and not solved
+    m = _measure(spans, open_ended, current.calendar, target, current.warning.threshold(target))
+    stopped_at: dt.datetime | None = None
+    if solved and last is not None:
+        state: State = "achieved" if last.achieved else "missed"
+        deadline, stopped_at = m.deadline, last.at
+    else:
+        state, deadline = _running_state(m, running_now, now)
+    return Clock(
+        metric="resolution",
+        cycle=0,
+        policy=current.name,
+        state=state,
+        started_at=_instant(run.start),
+        deadline=_maybe_instant(deadline),
+        stopped_at=stopped_at,
+        elapsed_seconds=m.elapsed,
+        target_seconds=target,
+        at_risk_at=_maybe_instant(m.at_risk_at) if running_now else None,
+        breached_at=breached_at,
+        completions=tuple(completions),
+    )
+
+
+def _running_state(m: _Measure, running_now: bool, now: float) -> tuple[State, float | None]:
+    if not running_now:  # paused: breached if the deadline passed while it ran
+        return ("breached", m.deadline) if m.deadline is not None else ("paused", None)
+    assert m.deadline is not None and m.at_risk_at is not None
+    if now > m.deadline:
+        return "breached", m.deadline
+    if now >= m.at_risk_at:
+        return "at_risk", m.deadline
+    return "on_track", m.deadline
+
+
+def _first_breach(run: _Run, timeline: _Timeline, end: float, stopped: bool) -> dt.datetime | None:
+    """When the clock first ran past the target of the policy then in effect."""
+    times, policies = timeline.policy_at, timeline.policy
+    i = max(0, bisect_right(times, run.start) - 1)
+    while i < len(times) and times[i] < end:
+        policy = policies[i]
+        seg_from = times[i]
+        seg_to = times[i + 1] if i + 1 < len(times) else _INF
+        i += 1
+        if policy is None or run.metric not in policy.targets:
+            continue
+        target = policy.targets[run.metric]
+        spans = timeline.spans(run.start, end, _excluded(run.metric, policy))
+        open_ended = not stopped and bool(spans) and spans[-1][1] == end
+        deadline = _measure(spans, open_ended, policy.calendar, target, target).deadline
+        if deadline is not None and deadline < min(seg_to, end):
+            return _instant(max(deadline, seg_from))
+    return None
+
+
+def _cancelled(
+    run: _Run, policy: Policy | None, end: float, breached_at: dt.datetime | None
+) -> Clock:
+    target = policy.targets.get(run.metric, 0) if policy else 0
+    return Clock(
+        metric=run.metric,
+        cycle=run.cycle,
+        policy=policy.name if policy else "",
+        state="cancelled",
+        started_at=_instant(run.start),
+        deadline=None,
+        stopped_at=_instant(end),
+        elapsed_seconds=0.0,
+        target_seconds=target,
+        breached_at=breached_at,
+    )
+
+
+def _keep_result(clock: Clock, previous: Clock | None) -> Clock:
+    """A stopped clock keeps the result it was stored with (the config may have changed)."""
+    if previous is None or previous.started_at != clock.started_at:
+        return clock
+    if clock.metric == "resolution":
+        before = {c.at: c for c in previous.completions}
+        completions = tuple(before.get(c.at, c) for c in clock.completions)
+        if clock.state in ("achieved", "missed") and completions:
+            last = completions[-1]
+            return replace(
+                clock,
+                completions=completions,
+                state="achieved" if last.achieved else "missed",
+                policy=last.policy,
+                target_seconds=last.target_seconds,
+                elapsed_seconds=last.elapsed_seconds,
+                deadline=previous.deadline
+                if previous.stopped_at == clock.stopped_at
+                else clock.deadline,
+            )
+        return replace(clock, completions=completions)
+    if clock.state in ("achieved", "missed") and previous.stopped_at == clock.stopped_at:
+        if previous.state in ("achieved", "missed"):
+            return previous
+    return clock
+
+
+def _instant(t: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(t, _UTC)
+
+
+def _maybe_instant(t: float | None) -> dt.datetime | None:
+    return None if t is None else _instant(t)

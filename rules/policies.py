@@ -1,0 +1,70 @@
+"""Policies: ordered targets with a match; the first policy whose match holds applies."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from rules.calendar import Calendar
+from rules.events import FieldValue
+
+METRICS = ("first_response", "next_response", "periodic_update", "resolution")
+DEFAULT_PAUSE_ON = frozenset({"pending", "on_hold"})
+SINGLE_KEYS = ("connector", "priority", "queue", "channel", "type", "organization")
+TAG_KEYS = ("tags_any", "tags_all", "tags_none")
+
+
+@dataclass(frozen=True, slots=True)
+class Warning:
+    """When a running clock turns at_risk: at a share of its target, or a duration
+    before its deadline."""
+
+    share: float | None = None
+    before: int | None = None
+
+    def threshold(self, target: int) -> float:
+        """Business seconds of elapsed time at which the clock is at risk."""
+        if self.before is not None:
+            return max(0, target - self.before)
+        return target * (self.share if self.share is not None else 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    calendar: Calendar
+    targets: Mapping[str, int]  # metric -> business seconds
+    match: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    warning: Warning = Warning(share=0.8)
+    pause_on: frozenset[str] = DEFAULT_PAUSE_ON
+
+    def matches(self, connector: str, fields: Mapping[str, FieldValue]) -> bool:
+        for key, wanted in self.match.items():
+            if key in TAG_KEYS:
+                tags = fields.get("tags", frozenset())
+                have = tags if isinstance(tags, frozenset) else frozenset({tags})
+                if key == "tags_any" and not have & wanted:
+                    return False
+                if key == "tags_all" and not wanted <= have:
+                    return False
+                if key == "tags_none" and have & wanted:
+                    return False
+            else:
+                value = connector if key == "connector" else fields.get(key, "")
+                if value not in wanted:
+                    return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """Calendars and ordered policies, as built from the config."""
+
+    policies: Sequence[Policy]
+    calendars: Mapping[str, Calendar]
+
+    def policy_for(self, connector: str, fields: Mapping[str, FieldValue]) -> Policy | None:
+        for policy in self.policies:
+            if policy.matches(connector, fields):
+                return policy
+        return None
