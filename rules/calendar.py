@@ -82,8 +82,17 @@ class Calendar:
 
     def seconds_between(self, start: float, end: float) -> float:
         """Business seconds in [start, end); negative when end comes first."""
-        table = self._covering(min(start, end), max(start, end))
-        return _position(table, end) - _position(table, start)
+        table = self._table
+        if table is None or not (table.covers_from <= start < table.covers_to):
+            table = self._covering(min(start, end), max(start, end))
+        elif not (table.covers_from <= end < table.covers_to):
+            table = self._covering(min(start, end), max(start, end))
+        starts, ends, before = table.starts, table.ends, table.before
+        i = bisect_right(starts, end) - 1
+        j = bisect_right(starts, start) - 1
+        at_end = before[i] + min(end, ends[i]) - starts[i] if i >= 0 else 0
+        at_start = before[j] + min(start, ends[j]) - starts[j] if j >= 0 else 0
+        return at_end - at_start
 
     def add(self, start: float, seconds: float) -> float:
         """The latest instant by which no more than ``seconds`` business seconds have

@@ -12,8 +12,9 @@ import datetime as dt
 import math
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Literal, NamedTuple
 
 from rules.calendar import Calendar
 from rules.events import (
@@ -25,7 +26,7 @@ from rules.events import (
     Message,
     Rating,
     Removed,
-    in_order,
+    timed,
 )
 from rules.policies import Policy, RuleSet
 
@@ -33,10 +34,10 @@ State = Literal["on_track", "at_risk", "breached", "paused", "achieved", "missed
 RUNNING_STATES = ("on_track", "at_risk", "breached", "paused")
 _INF = math.inf
 _UTC = dt.UTC
+_NEVER: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Completion:
+class Completion(NamedTuple):
     """A clock stopping with a result (each solve of a ticket is one for resolution)."""
 
     at: dt.datetime
@@ -46,9 +47,9 @@ class Completion:
     achieved: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Clock:
-    """One clock of a ticket as of an instant.
+class Clock(NamedTuple):
+    """One clock of a ticket as of an instant (immutable; a named tuple because the engine
+    makes hundreds of thousands of them a second).
 
     ``deadline`` and ``at_risk_at`` are the instants at which a running clock turns
     breached (just after the deadline) and at_risk, so whoever stores them can tell the
@@ -122,24 +123,28 @@ class _Timeline:
     def spans(
         self, start: float, end: float, excluded: frozenset[str]
     ) -> list[tuple[float, float]]:
-        """The parts of [start, end) during which the status is not in ``excluded``."""
+        """The parts of [start, end] during which the status is not in ``excluded``; the
+        last span ends at ``end`` exactly when the clock runs at ``end`` (it may be empty,
+        for a clock that starts at ``end``)."""
         if not excluded:
-            return [(start, end)] if start < end else []
+            return [(start, end)] if start <= end else []
         out: list[tuple[float, float]] = []
-        i = max(0, bisect_right(self.status_at, start) - 1)
+        times, status = self.status_at, self.status
+        i = max(0, bisect_right(times, start) - 1)
         t = start
         while t < end:
-            nxt = self.status_at[i + 1] if i + 1 < len(self.status_at) else _INF
+            nxt = times[i + 1] if i + 1 < len(times) else _INF
             seg_end = min(nxt, end)
-            if self.status[i] not in excluded and t < seg_end:
+            if status[i] not in excluded and t < seg_end:
                 if out and out[-1][1] == t:
                     out[-1] = (out[-1][0], seg_end)
                 else:
                     out.append((t, seg_end))
             t = max(t, seg_end)
             i += 1
-            if nxt == _INF:
-                break
+        if (not out or out[-1][1] != end) and start <= end:
+            if status[max(0, bisect_right(times, end) - 1)] not in excluded:
+                out.append((end, end))
         return out
 
     def status_now(self) -> str:
@@ -158,19 +163,17 @@ def evaluate(
     ``previous`` are the clocks last stored for the ticket: a stopped clock among them
     keeps its policy and result when the config has changed since (SLA-SEMANTICS.md #24).
     """
-    history = in_order(events, until=now)
     replay = _Replay(connector, rules)
-    for event in history:
-        if not replay.apply(event):
+    for t, event in timed(events, until=now):
+        if not replay.apply(event, t):
             break
     if replay.created_at is None:
         return Evaluation(fields={}, policy=None, clocks=())
     at_now = now.timestamp()
+    clocks = tuple(_judge(run, replay.timeline, at_now) for run in replay.runs())
     kept = {(c.metric, c.cycle): c for c in previous}
-    clocks = tuple(
-        _keep_result(_judge(run, replay.timeline, at_now), kept.get((run.metric, run.cycle)))
-        for run in replay.runs()
-    )
+    if kept:
+        clocks = tuple(_keep_result(c, kept.get((c.metric, c.cycle))) for c in clocks)
     current = replay.timeline.policy[-1]
     return Evaluation(
         fields=dict(replay.fields),
@@ -197,6 +200,7 @@ class _Replay:
         self.next_responses: list[_Run] = []
         self.updates: list[_Run] = []
         self.resolution: _Run | None = None
+        self.running: list[_Run] = []
         self.answered_publicly = False  # a public customer or agent message was seen
         self.waiting = False  # the customer waits for an answer
 
@@ -207,9 +211,8 @@ class _Replay:
             out.append(self.resolution)
         return out
 
-    def apply(self, event: Event) -> bool:
-        """Apply one event; False once the ticket is gone and the rest is moot."""
-        t = event.at.timestamp()
+    def apply(self, event: Event, t: float) -> bool:
+        """Apply one event (at ``t``); False once the ticket is gone and the rest is moot."""
         if isinstance(event, Created):
             if self.created_at is None:
                 self._create(event, t)
@@ -225,10 +228,10 @@ class _Replay:
             self.ratings[event.survey] = event.score
         elif isinstance(event, Removed):
             self.removed = True
-            solved = self.timeline.status_now() in DONE
-            for run in self._running():
-                if not (solved and run.metric == "resolution"):  # a solve keeps its result
-                    self._end(run, t, cancelled=True)
+            self._end_responses(t, cancelled=True)
+            if self.timeline.status_now() not in DONE:  # a solved ticket keeps its result
+                for run in self.running:
+                    run.end, run.cancelled, run.stop_policy = t, True, self.timeline.policy[-1]
             return False
         return True
 
@@ -240,8 +243,8 @@ class _Replay:
         self.timeline.status.append(str(self.fields["status"]))
         self.timeline.policy_at.append(t)
         self.timeline.policy.append(self.rules.policy_for(self.connector, self.fields))
-        self.first_response = _Run("first_response", 0, t)
-        self.resolution = _Run("resolution", 0, t)
+        self.first_response = self._start(_Run("first_response", 0, t))
+        self.resolution = self._start(_Run("resolution", 0, t))
         self.waiting = True
 
     def _message(self, author: str, t: float) -> None:
@@ -249,19 +252,19 @@ class _Replay:
         self.answered_publicly = True
         if author == "customer":
             if not self.waiting:
-                self.next_responses.append(_Run("next_response", len(self.next_responses), t))
+                run = _Run("next_response", len(self.next_responses), t)
+                self.next_responses.append(self._start(run))
                 self.waiting = True
             return
         # a public agent message
         fr = self.first_response
         if first_public and fr is not None and fr.end == _INF:
             self.first_response = None  # outbound ticket: nobody was waiting
-        for run in self._running():
-            if run.metric in ("first_response", "next_response", "periodic_update"):
-                self._end(run, t)
+            self.running.remove(fr)
+        self._end_responses(t, cancelled=False)
         self.waiting = False
         if self.timeline.status_now() not in DONE:
-            self.updates.append(_Run("periodic_update", len(self.updates), t))
+            self.updates.append(self._start(_Run("periodic_update", len(self.updates), t)))
 
     def _change(self, event: FieldChange, t: float) -> None:
         self.fields[event.field] = event.new
@@ -271,36 +274,38 @@ class _Replay:
             self.timeline.status.append(after)
             if after in DONE and before not in DONE:
                 self._solve(t)
-        policy = self.rules.policy_for(self.connector, self.fields)
-        if policy is not self.timeline.policy[-1]:
-            self.timeline.policy_at.append(t)
-            self.timeline.policy.append(policy)
+        elif event.field in self.rules.matched_fields:
+            policy = self.rules.policy_for(self.connector, self.fields)
+            if policy is not self.timeline.policy[-1]:
+                self.timeline.policy_at.append(t)
+                self.timeline.policy.append(policy)
 
     def _solve(self, t: float) -> None:
         # Nothing is left to answer or update: response and update clocks end without a
         # result; resolution completes (again, after a reopen).
-        for run in self._running():
-            if run.metric != "resolution":
-                self._end(run, t, cancelled=True)
+        self._end_responses(t, cancelled=True)
         assert self.resolution is not None
         self.resolution.solves.append((t, self.timeline.policy[-1]))
         self.waiting = False
 
-    def _running(self) -> list[_Run]:
-        return [run for run in self.runs() if run.end == _INF]
+    def _start(self, run: _Run) -> _Run:
+        self.running.append(run)
+        return run
 
-    def _end(self, run: _Run, t: float, cancelled: bool = False) -> None:
-        run.end = t
-        run.cancelled = cancelled
-        run.stop_policy = self.timeline.policy[-1]
+    def _end_responses(self, t: float, cancelled: bool) -> None:
+        """End every running clock but resolution."""
+        policy = self.timeline.policy[-1]
+        still = []
+        for run in self.running:
+            if run.metric == "resolution":
+                still.append(run)
+            else:
+                run.end, run.cancelled, run.stop_policy = t, cancelled, policy
+        self.running = still
 
 
 def _excluded(metric: str, policy: Policy) -> frozenset[str]:
-    if metric == "resolution":
-        return policy.pause_on | DONE
-    if metric == "periodic_update":
-        return policy.pause_on
-    return frozenset()
+    return policy.paused_in.get(metric, _NEVER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +320,7 @@ def _measure(
     open_ended: bool,
     calendar: Calendar,
     target: int,
-    risk: float,
+    risk: float | None,
 ) -> _Measure:
     """Elapsed business time over ``spans`` and the instants at which it exceeds the
     target (deadline) and reaches the warning threshold. When ``open_ended`` the last
@@ -328,12 +333,12 @@ def _measure(
         if open_ended and i == last:
             if deadline is None:
                 deadline = calendar.add(a, target - elapsed)
-            if at_risk_at is None:
+            if at_risk_at is None and risk is not None:
                 at_risk_at = calendar.reach(a, risk - elapsed)
         else:
             if deadline is None and elapsed + part > target:
                 deadline = calendar.add(a, target - elapsed)
-            if at_risk_at is None and elapsed + part >= risk:
+            if at_risk_at is None and risk is not None and elapsed + part >= risk:
                 at_risk_at = calendar.reach(a, risk - elapsed)
         elapsed += part
     return _Measure(elapsed, deadline, at_risk_at)
@@ -345,14 +350,15 @@ def _judge(run: _Run, timeline: _Timeline, now: float) -> Clock:
     end = min(run.end, now)
     stopped = run.end <= now
     policy = run.stop_policy if stopped else timeline.policy[-1]
-    breached_at = _first_breach(run, timeline, end, stopped)
     if policy is None or run.metric not in policy.targets or (stopped and run.cancelled):
-        return _cancelled(run, policy, end, breached_at)
+        return _cancelled(run, policy, end, _first_breach(run, timeline, end, stopped))
     target = policy.targets[run.metric]
     spans = timeline.spans(run.start, end, _excluded(run.metric, policy))
     open_ended = bool(spans) and spans[-1][1] == end  # ran until now, or until it stopped
     running_now = open_ended and not stopped
-    m = _measure(spans, open_ended, policy.calendar, target, policy.warning.threshold(target))
+    risk = policy.warning.threshold(target) if running_now else None
+    m = _measure(spans, open_ended, policy.calendar, target, risk)
+    breached_at = _first_breach(run, timeline, end, stopped, (policy, m.deadline))
     completions: tuple[Completion, ...] = ()
     if stopped:
         achieved = m.elapsed <= target
@@ -371,7 +377,7 @@ def _judge(run: _Run, timeline: _Timeline, now: float) -> Clock:
         stopped_at=_instant(end) if stopped else None,
         elapsed_seconds=m.elapsed,
         target_seconds=target,
-        at_risk_at=_maybe_instant(m.at_risk_at) if running_now else None,
+        at_risk_at=_maybe_instant(m.at_risk_at),
         breached_at=breached_at,
         completions=completions,
     )
@@ -385,15 +391,13 @@ def _judge_resolution(run: _Run, timeline: _Timeline, now: float) -> Clock:
             continue
         target = policy.targets["resolution"]
         spans = timeline.spans(run.start, at, _excluded("resolution", policy))
-        m = _measure(spans, False, policy.calendar, target, target)
-        completions.append(
-            Completion(_instant(at), policy.name, m.elapsed, target, m.elapsed <= target)
-        )
-    end = min(run.end, now)
-    breached_at = _first_breach(run, timeline, end, run.end <= now)
+        m = _measure(spans, False, policy.calendar, target, None)
+        done = Completion(_instant(at), policy.name, m.elapsed, target, m.elapsed <= target)
+        completions.append(done)
     solved = timeline.status_now() in DONE and not run.cancelled
+    until = min(run.end, now)
     if solved:  # stopped: judged as it stopped at the last solve
-        last_at, current = run.solves[-1]
+        until, current = run.solves[-1]
     else:
         current = run.stop_policy if run.end <= now else timeline.policy[-1]
     last = completions[-1] if completions else None
@@ -401,16 +405,18 @@ def _judge_resolution(run: _Run, timeline: _Timeline, now: float) -> Clock:
         run.cancelled
         or current is None
         or "resolution" not in current.targets
-        or (solved and (last is None or last.at != _instant(last_at)))
+        or (solved and (last is None or last.at != _instant(until)))
     ):
-        clock = _cancelled(run, current, end, breached_at)
-        return replace(clock, completions=tuple(completions))
+        breached_at = _first_breach(run, timeline, until, True)
+        clock = _cancelled(run, current, until, breached_at)
+        return clock._replace(completions=tuple(completions))
     target = current.targets["resolution"]
-    until = last_at if solved else end
     spans = timeline.spans(run.start, until, _excluded("resolution", current))
     open_ended = bool(spans) and spans[-1][1] == until
     running_now = open_ended and not solved
-    m = _measure(spans, open_ended, current.calendar, target, current.warning.threshold(target))
+    risk = current.warning.threshold(target) if running_now else None
+    m = _measure(spans, open_ended, current.calendar, target, risk)
+    breached_at = _first_breach(run, timeline, until, solved, (current, m.deadline))
     stopped_at: dt.datetime | None = None
     if solved and last is not None:
         state: State = "achieved" if last.achieved else "missed"
@@ -427,7 +433,7 @@ def _judge_resolution(run: _Run, timeline: _Timeline, now: float) -> Clock:
         stopped_at=stopped_at,
         elapsed_seconds=m.elapsed,
         target_seconds=target,
-        at_risk_at=_maybe_instant(m.at_risk_at) if running_now else None,
+        at_risk_at=_maybe_instant(m.at_risk_at),
         breached_at=breached_at,
         completions=tuple(completions),
     )
@@ -444,9 +450,20 @@ def _running_state(m: _Measure, running_now: bool, now: float) -> tuple[State, f
     return "on_track", m.deadline
 
 
-def _first_breach(run: _Run, timeline: _Timeline, end: float, stopped: bool) -> dt.datetime | None:
-    """When the clock first ran past the target of the policy then in effect."""
+def _first_breach(
+    run: _Run,
+    timeline: _Timeline,
+    end: float,
+    stopped: bool,
+    known: tuple[Policy, float | None] | None = None,
+) -> dt.datetime | None:
+    """When the clock first ran past the target of the policy then in effect.
+
+    ``known`` is a policy with the deadline already measured for it over [start, end)."""
     times, policies = timeline.policy_at, timeline.policy
+    if known is not None and len(times) == 1 and policies[0] is known[0]:  # the usual case
+        deadline = known[1]
+        return _instant(deadline) if deadline is not None and deadline < end else None
     i = max(0, bisect_right(times, run.start) - 1)
     while i < len(times) and times[i] < end:
         policy = policies[i]
@@ -455,10 +472,13 @@ def _first_breach(run: _Run, timeline: _Timeline, end: float, stopped: bool) -> 
         i += 1
         if policy is None or run.metric not in policy.targets:
             continue
-        target = policy.targets[run.metric]
-        spans = timeline.spans(run.start, end, _excluded(run.metric, policy))
-        open_ended = not stopped and bool(spans) and spans[-1][1] == end
-        deadline = _measure(spans, open_ended, policy.calendar, target, target).deadline
+        if known is not None and policy is known[0]:
+            deadline = known[1]
+        else:
+            target = policy.targets[run.metric]
+            spans = timeline.spans(run.start, end, _excluded(run.metric, policy))
+            open_ended = not stopped and bool(spans) and spans[-1][1] == end
+            deadline = _measure(spans, open_ended, policy.calendar, target, None).deadline
         if deadline is not None and deadline < min(seg_to, end):
             return _instant(max(deadline, seg_from))
     return None
@@ -491,8 +511,7 @@ def _keep_result(clock: Clock, previous: Clock | None) -> Clock:
         completions = tuple(before.get(c.at, c) for c in clock.completions)
         if clock.state in ("achieved", "missed") and completions:
             last = completions[-1]
-            return replace(
-                clock,
+            return clock._replace(
                 completions=completions,
                 state="achieved" if last.achieved else "missed",
                 policy=last.policy,
@@ -502,14 +521,16 @@ def _keep_result(clock: Clock, previous: Clock | None) -> Clock:
                 if previous.stopped_at == clock.stopped_at
                 else clock.deadline,
             )
-        return replace(clock, completions=completions)
+        return clock._replace(completions=completions)
     if clock.state in ("achieved", "missed") and previous.stopped_at == clock.stopped_at:
         if previous.state in ("achieved", "missed"):
             return previous
     return clock
 
 
+@lru_cache(maxsize=65536)
 def _instant(t: float) -> dt.datetime:
+    # Clocks share instants (one clock stops where the next starts): make each once.
     return dt.datetime.fromtimestamp(t, _UTC)
 
 

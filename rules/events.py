@@ -81,8 +81,20 @@ Event = Created | Message | FieldChange | Rating | Removed
 def in_order(events: Iterable[Event], until: dt.datetime | None = None) -> list[Event]:
     """The history as a replay reads it: once per id, by time then helpdesk order, and
     nothing after ``until``."""
-    seen: dict[str, Event] = {}
+    return [event for _, event in timed(events, until)]
+
+
+def timed(events: Iterable[Event], until: dt.datetime | None = None) -> list[tuple[float, Event]]:
+    """:func:`in_order`, each event with its POSIX timestamp."""
+    limit = until.timestamp() if until is not None else float("inf")
+    seen: dict[str, tuple[float, int, str, Event]] = {}
     for event in events:
-        if until is None or event.at <= until:
-            seen.setdefault(event.id, event)
-    return sorted(seen.values(), key=lambda e: (e.at, e.seq, e.id))
+        if event.id not in seen:
+            t = event.at.timestamp()
+            if t <= limit:
+                seen[event.id] = (t, event.seq, event.id, event)
+    return [(t, event) for t, _, _, event in sorted(seen.values(), key=_order)]
+
+
+def _order(item: tuple[float, int, str, Event]) -> tuple[float, int, str]:
+    return item[0], item[1], item[2]

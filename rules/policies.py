@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from rules.calendar import Calendar
-from rules.events import FieldValue
+from rules.events import DONE, FieldValue
 
 METRICS = ("first_response", "next_response", "periodic_update", "resolution")
 DEFAULT_PAUSE_ON = frozenset({"pending", "on_hold"})
@@ -37,6 +38,12 @@ class Policy:
     match: Mapping[str, frozenset[str]] = field(default_factory=dict)
     warning: Warning = Warning(share=0.8)
     pause_on: frozenset[str] = DEFAULT_PAUSE_ON
+    paused_in: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The statuses in which each clock does not run (solved tickets need no resolution).
+        paused = {"periodic_update": self.pause_on, "resolution": self.pause_on | DONE}
+        object.__setattr__(self, "paused_in", paused)
 
     def matches(self, connector: str, fields: Mapping[str, FieldValue]) -> bool:
         for key, wanted in self.match.items():
@@ -56,12 +63,18 @@ class Policy:
         return True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RuleSet:
     """Calendars and ordered policies, as built from the config."""
 
     policies: Sequence[Policy]
     calendars: Mapping[str, Calendar]
+
+    @cached_property
+    def matched_fields(self) -> frozenset[str]:
+        """Ticket fields whose change can change which policy applies."""
+        keys = {key for policy in self.policies for key in policy.match}
+        return frozenset({"tags" if key in TAG_KEYS else key for key in keys})
 
     def policy_for(self, connector: str, fields: Mapping[str, FieldValue]) -> Policy | None:
         for policy in self.policies:
