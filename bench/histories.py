@@ -70,18 +70,21 @@ def history(rng: random.Random, number: int) -> list[Event]:
     events: list[Event] = [Created(f"{number}-c", t, fields)]
     events.append(Message(f"{number}-m0", t, "customer", seq=1))
     status = "new"
-    for k in range(1, rng.randint(5, 20) - 1):
+    size = rng.randint(5, 20)
+    k = 0
+    while len(events) < size:
+        k += 1
         t += dt.timedelta(seconds=rng.randrange(60, 8 * 3600))
         roll = rng.random()
         eid = f"{number}-{k}"
         if roll < 0.35:
             events.append(Message(eid, t, "agent", public=rng.random() < 0.85))
-            if status in ("new", "open") and rng.random() < 0.5:
+            if status in ("new", "open") and rng.random() < 0.5 and len(events) < size:
                 status = "pending"
                 events.append(FieldChange(eid + "s", t, "status", status, seq=1))
         elif roll < 0.65:
             events.append(Message(eid, t, rng.choices(["customer", "system"], [5, 1])[0]))
-            if status in ("pending", "solved"):
+            if status in ("pending", "solved") and len(events) < size:
                 status = "open"
                 events.append(FieldChange(eid + "s", t, "status", status, seq=1))
         elif roll < 0.85:
@@ -92,5 +95,6 @@ def history(rng: random.Random, number: int) -> list[Event]:
             events.append(FieldChange(eid, t, "priority", new))
         else:
             events.append(Rating(eid, t, "csat", rng.randint(1, 5)))
+    assert 5 <= len(events) <= 20
     rng.shuffle(events)  # connectors deliver in any order; the engine must not care
     return events

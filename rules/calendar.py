@@ -94,12 +94,31 @@ class Calendar:
         at_start = before[j] + min(start, ends[j]) - starts[j] if j >= 0 else 0
         return at_end - at_start
 
+    def seconds_in(self, spans: Sequence[tuple[float, float]]) -> list[float]:
+        """Business seconds in each of a sorted run of spans (one call for a clock's
+        running spans, as many answers as :meth:`seconds_between` would give)."""
+        if not spans:
+            return []
+        low, high = spans[0][0], spans[-1][1]
+        table = self._table
+        if table is None or not (table.covers_from <= low and high < table.covers_to):
+            table = self._covering(low, high)
+        starts, ends, before = table.starts, table.ends, table.before
+        out = []
+        for a, b in spans:
+            i = bisect_right(starts, b) - 1
+            j = bisect_right(starts, a) - 1
+            at_b = before[i] + min(b, ends[i]) - starts[i] if i >= 0 else 0
+            at_a = before[j] + min(a, ends[j]) - starts[j] if j >= 0 else 0
+            out.append(at_b - at_a)
+        return out
+
     def add(self, start: float, seconds: float) -> float:
         """The latest instant by which no more than ``seconds`` business seconds have
         elapsed since ``start``: a deadline. It is always open or an opening instant, so
         adding the business seconds between a and b gives the first open instant >= b."""
         while True:
-            table = self._covering(start, start)
+            table = self._at(start)
             target = _position(table, start) + seconds
             j = bisect_right(table.through, target)
             if j < len(table.starts) and table.starts[j] < table.covers_to:
@@ -112,7 +131,7 @@ class Calendar:
         if seconds <= 0:
             return start
         while True:
-            table = self._covering(start, start)
+            table = self._at(start)
             target = _position(table, start) + seconds
             j = bisect_left(table.through, target)
             if j < len(table.starts) and table.starts[j] < table.covers_to:
@@ -120,11 +139,17 @@ class Calendar:
             self._grow_ahead(start)
 
     def is_open(self, instant: float) -> bool:
-        table = self._covering(instant, instant)
+        table = self._at(instant)
         i = bisect_right(table.starts, instant) - 1
         return i >= 0 and instant < table.ends[i]
 
     # -- the table ---------------------------------------------------------------------
+
+    def _at(self, instant: float) -> _Table:
+        table = self._table
+        if table is not None and table.covers_from <= instant < table.covers_to:
+            return table
+        return self._covering(instant, instant)
 
     def _covering(self, low: float, high: float) -> _Table:
         table = self._table

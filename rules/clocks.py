@@ -14,6 +14,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import accumulate
 from typing import Literal, NamedTuple
 
 from rules.calendar import Calendar
@@ -108,7 +109,7 @@ class _Run:
     end: float = _INF
     cancelled: bool = False
     stop_policy: Policy | None = None
-    solves: list[tuple[float, Policy | None]] = field(default_factory=list)  # resolution
+    solves: list[tuple[float, Policy | None]] | None = None  # resolution's, in order
 
 
 @dataclass(slots=True)
@@ -164,13 +165,14 @@ def evaluate(
     keeps its policy and result when the config has changed since (SLA-SEMANTICS.md #24).
     """
     replay = _Replay(connector, rules)
-    for t, event in timed(events, until=now):
+    for t, _, _, event in timed(events, until=now):
         if not replay.apply(event, t):
             break
     if replay.created_at is None:
         return Evaluation(fields={}, policy=None, clocks=())
     at_now = now.timestamp()
-    clocks = tuple(_judge(run, replay.timeline, at_now) for run in replay.runs())
+    judged = (_judge(run, replay.timeline, at_now) for run in replay.runs())
+    clocks = tuple(clock for clock in judged if clock is not None)
     kept = {(c.metric, c.cycle): c for c in previous}
     if kept:
         clocks = tuple(_keep_result(c, kept.get((c.metric, c.cycle))) for c in clocks)
@@ -244,7 +246,7 @@ class _Replay:
         self.timeline.policy_at.append(t)
         self.timeline.policy.append(self.rules.policy_for(self.connector, self.fields))
         self.first_response = self._start(_Run("first_response", 0, t))
-        self.resolution = self._start(_Run("resolution", 0, t))
+        self.resolution = self._start(_Run("resolution", 0, t, solves=[]))
         self.waiting = True
 
     def _message(self, author: str, t: float) -> None:
@@ -284,7 +286,7 @@ class _Replay:
         # Nothing is left to answer or update: response and update clocks end without a
         # result; resolution completes (again, after a reopen).
         self._end_responses(t, cancelled=True)
-        assert self.resolution is not None
+        assert self.resolution is not None and self.resolution.solves is not None
         self.resolution.solves.append((t, self.timeline.policy[-1]))
         self.waiting = False
 
@@ -308,8 +310,7 @@ def _excluded(metric: str, policy: Policy) -> frozenset[str]:
     return policy.paused_in.get(metric, _NEVER)
 
 
-@dataclass(frozen=True, slots=True)
-class _Measure:
+class _Measure(NamedTuple):
     elapsed: float
     deadline: float | None
     at_risk_at: float | None
@@ -328,8 +329,8 @@ def _measure(
     elapsed = 0.0
     deadline = at_risk_at = None
     last = len(spans) - 1
-    for i, (a, b) in enumerate(spans):
-        part = calendar.seconds_between(a, b)
+    for i, part in enumerate(calendar.seconds_in(spans)):
+        a = spans[i][0]
         if open_ended and i == last:
             if deadline is None:
                 deadline = calendar.add(a, target - elapsed)
@@ -344,14 +345,28 @@ def _measure(
     return _Measure(elapsed, deadline, at_risk_at)
 
 
-def _judge(run: _Run, timeline: _Timeline, now: float) -> Clock:
+def _passed(spans: Sequence[tuple[float, float]], calendar: Calendar, target: int) -> float | None:
+    """The deadline, if the elapsed time over ``spans`` exceeds ``target``."""
+    elapsed = 0.0
+    for (a, _), part in zip(spans, calendar.seconds_in(spans), strict=True):
+        if elapsed + part > target:
+            return calendar.add(a, target - elapsed)
+        elapsed += part
+    return None
+
+
+def _judge(run: _Run, timeline: _Timeline, now: float) -> Clock | None:
     if run.metric == "resolution":
         return _judge_resolution(run, timeline, now)
     end = min(run.end, now)
     stopped = run.end <= now
     policy = run.stop_policy if stopped else timeline.policy[-1]
     if policy is None or run.metric not in policy.targets or (stopped and run.cancelled):
-        return _cancelled(run, policy, end, _first_breach(run, timeline, end, stopped))
+        if not _ever_targeted(run, timeline, end):
+            return None  # no policy ever gave this clock a target: there is no clock
+        if not stopped:  # cancelled when the last change took its target away
+            end = max(run.start, timeline.policy_at[-1])
+        return _cancelled(run, policy, end, _first_breach(run, timeline, end, True))
     target = policy.targets[run.metric]
     spans = timeline.spans(run.start, end, _excluded(run.metric, policy))
     open_ended = bool(spans) and spans[-1][1] == end  # ran until now, or until it stopped
@@ -367,39 +382,32 @@ def _judge(run: _Run, timeline: _Timeline, now: float) -> Clock:
         deadline = m.deadline
     else:
         state, deadline = _running_state(m, running_now, now)
-    return Clock(
-        metric=run.metric,
-        cycle=run.cycle,
-        policy=policy.name,
-        state=state,
-        started_at=_instant(run.start),
-        deadline=_maybe_instant(deadline),
-        stopped_at=_instant(end) if stopped else None,
-        elapsed_seconds=m.elapsed,
-        target_seconds=target,
-        at_risk_at=_maybe_instant(m.at_risk_at),
-        breached_at=breached_at,
-        completions=completions,
+    return Clock(  # positional: this is the hot path
+        run.metric,
+        run.cycle,
+        policy.name,
+        state,
+        _instant(run.start),
+        _maybe_instant(deadline),
+        _instant(end) if stopped else None,
+        m.elapsed,
+        target,
+        _maybe_instant(m.at_risk_at),
+        breached_at,
+        completions,
     )
 
 
-def _judge_resolution(run: _Run, timeline: _Timeline, now: float) -> Clock:
+def _judge_resolution(run: _Run, timeline: _Timeline, now: float) -> Clock | None:
     """Resolution is one clock that completes at each solve and resumes on reopen."""
-    completions = []
-    for at, policy in run.solves:
-        if policy is None or "resolution" not in policy.targets:
-            continue
-        target = policy.targets["resolution"]
-        spans = timeline.spans(run.start, at, _excluded("resolution", policy))
-        m = _measure(spans, False, policy.calendar, target, None)
-        done = Completion(_instant(at), policy.name, m.elapsed, target, m.elapsed <= target)
-        completions.append(done)
+    assert run.solves is not None
     solved = timeline.status_now() in DONE and not run.cancelled
     until = min(run.end, now)
     if solved:  # stopped: judged as it stopped at the last solve
         until, current = run.solves[-1]
     else:
         current = run.stop_policy if run.end <= now else timeline.policy[-1]
+    completions = _completions(run, timeline, current, until)
     last = completions[-1] if completions else None
     if (
         run.cancelled
@@ -407,9 +415,13 @@ def _judge_resolution(run: _Run, timeline: _Timeline, now: float) -> Clock:
         or "resolution" not in current.targets
         or (solved and (last is None or last.at != _instant(until)))
     ):
+        if not _ever_targeted(run, timeline, until):
+            return None
+        if not solved and run.end > now:  # cancelled when the last change took its target away
+            until = max(run.start, timeline.policy_at[-1])
         breached_at = _first_breach(run, timeline, until, True)
         clock = _cancelled(run, current, until, breached_at)
-        return clock._replace(completions=tuple(completions))
+        return clock._replace(completions=completions)
     target = current.targets["resolution"]
     spans = timeline.spans(run.start, until, _excluded("resolution", current))
     open_ended = bool(spans) and spans[-1][1] == until
@@ -423,20 +435,48 @@ def _judge_resolution(run: _Run, timeline: _Timeline, now: float) -> Clock:
         deadline, stopped_at = m.deadline, last.at
     else:
         state, deadline = _running_state(m, running_now, now)
-    return Clock(
-        metric="resolution",
-        cycle=0,
-        policy=current.name,
-        state=state,
-        started_at=_instant(run.start),
-        deadline=_maybe_instant(deadline),
-        stopped_at=stopped_at,
-        elapsed_seconds=m.elapsed,
-        target_seconds=target,
-        at_risk_at=_maybe_instant(m.at_risk_at),
-        breached_at=breached_at,
-        completions=tuple(completions),
+    return Clock(  # positional: this is the hot path
+        "resolution",
+        0,
+        current.name,
+        state,
+        _instant(run.start),
+        _maybe_instant(deadline),
+        stopped_at,
+        m.elapsed,
+        target,
+        _maybe_instant(m.at_risk_at),
+        breached_at,
+        completions,
     )
+
+
+def _completions(
+    run: _Run, timeline: _Timeline, current: Policy | None, until: float
+) -> tuple[Completion, ...]:
+    """Each solve judged under the policy it happened under. Solves under one policy share
+    one walk over the spans: a solve ends a span, so its elapsed time is a prefix sum."""
+    assert run.solves is not None
+    walks: dict[int, tuple[list[tuple[float, float]], list[float]]] = {}  # spans, totals
+    last_solve = {id(policy): at for at, policy in run.solves}
+    out = []
+    for at, policy in run.solves:
+        if policy is None or "resolution" not in policy.targets:
+            continue
+        walk = walks.get(id(policy))
+        if walk is None:
+            spans = timeline.spans(
+                run.start, last_solve[id(policy)], policy.paused_in["resolution"]
+            )
+            walk = walks[id(policy)] = (spans, list(accumulate(policy.calendar.seconds_in(spans))))
+        spans, totals = walk
+        k = bisect_right(spans, (at, _INF))  # the spans that start at or before the solve
+        elapsed = totals[k - 1] if k else 0.0
+        if k and spans[k - 1][1] > at:  # solved and reopened within the same second
+            elapsed -= policy.calendar.seconds_between(at, spans[k - 1][1])
+        target = policy.targets["resolution"]
+        out.append(Completion(_instant(at), policy.name, elapsed, target, elapsed <= target))
+    return tuple(out)
 
 
 def _running_state(m: _Measure, running_now: bool, now: float) -> tuple[State, float | None]:
@@ -465,23 +505,31 @@ def _first_breach(
         deadline = known[1]
         return _instant(deadline) if deadline is not None and deadline < end else None
     i = max(0, bisect_right(times, run.start) - 1)
-    while i < len(times) and times[i] < end:
+    while i < len(times) and (times[i] < end or (times[i] == end and not stopped)):
         policy = policies[i]
         seg_from = times[i]
         seg_to = times[i + 1] if i + 1 < len(times) else _INF
         i += 1
         if policy is None or run.metric not in policy.targets:
             continue
+        limit = min(seg_to, end)
         if known is not None and policy is known[0]:
             deadline = known[1]
-        else:
-            target = policy.targets[run.metric]
-            spans = timeline.spans(run.start, end, _excluded(run.metric, policy))
-            open_ended = not stopped and bool(spans) and spans[-1][1] == end
-            deadline = _measure(spans, open_ended, policy.calendar, target, None).deadline
-        if deadline is not None and deadline < min(seg_to, end):
+        else:  # where, before the segment ends, the elapsed time first exceeds its target
+            spans = timeline.spans(run.start, limit, _excluded(run.metric, policy))
+            deadline = _passed(spans, policy.calendar, policy.targets[run.metric])
+        if deadline is not None and deadline < limit:
             return _instant(max(deadline, seg_from))
     return None
+
+
+def _ever_targeted(run: _Run, timeline: _Timeline, end: float) -> bool:
+    times, policies = timeline.policy_at, timeline.policy
+    i = max(0, bisect_right(times, run.start) - 1)
+    for policy in policies[i : bisect_right(times, end)]:
+        if policy is not None and run.metric in policy.targets:
+            return True
+    return False
 
 
 def _cancelled(

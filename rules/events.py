@@ -81,11 +81,13 @@ Event = Created | Message | FieldChange | Rating | Removed
 def in_order(events: Iterable[Event], until: dt.datetime | None = None) -> list[Event]:
     """The history as a replay reads it: once per id, by time then helpdesk order, and
     nothing after ``until``."""
-    return [event for _, event in timed(events, until)]
+    return [event for _, _, _, event in timed(events, until)]
 
 
-def timed(events: Iterable[Event], until: dt.datetime | None = None) -> list[tuple[float, Event]]:
-    """:func:`in_order`, each event with its POSIX timestamp."""
+def timed(
+    events: Iterable[Event], until: dt.datetime | None = None
+) -> list[tuple[float, int, str, Event]]:
+    """:func:`in_order` as (POSIX timestamp, seq, id, event)."""
     limit = until.timestamp() if until is not None else float("inf")
     seen: dict[str, tuple[float, int, str, Event]] = {}
     for event in events:
@@ -93,8 +95,5 @@ def timed(events: Iterable[Event], until: dt.datetime | None = None) -> list[tup
             t = event.at.timestamp()
             if t <= limit:
                 seen[event.id] = (t, event.seq, event.id, event)
-    return [(t, event) for t, _, _, event in sorted(seen.values(), key=_order)]
-
-
-def _order(item: tuple[float, int, str, Event]) -> tuple[float, int, str]:
-    return item[0], item[1], item[2]
+    # ids are unique, so the sort never compares two events themselves
+    return sorted(seen.values())

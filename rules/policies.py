@@ -76,8 +76,24 @@ class RuleSet:
         keys = {key for policy in self.policies for key in policy.match}
         return frozenset({"tags" if key in TAG_KEYS else key for key in keys})
 
+    @cached_property
+    def _chosen(self) -> dict[tuple[object, ...], Policy | None]:
+        return {}
+
+    @cached_property
+    def _keys(self) -> tuple[str, ...]:
+        return tuple(sorted(self.matched_fields))
+
     def policy_for(self, connector: str, fields: Mapping[str, FieldValue]) -> Policy | None:
-        for policy in self.policies:
-            if policy.matches(connector, fields):
-                return policy
-        return None
+        """The first policy whose match holds (remembered per combination of the fields
+        that matter: tickets share a handful of them)."""
+        key = (connector, *[fields.get(name) for name in self._keys])
+        try:
+            return self._chosen[key]
+        except KeyError:
+            pass
+        chosen = next((p for p in self.policies if p.matches(connector, fields)), None)
+        if len(self._chosen) > 100_000:  # free-text fields: keep the memory bounded
+            self._chosen.clear()
+        self._chosen[key] = chosen
+        return chosen
