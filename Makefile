@@ -3,9 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: setup test lint bench clean
+.PHONY: setup test lint bench run clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml scripts/system-deps.sh
+	scripts/system-deps.sh
 	python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[test,bench]'
@@ -14,12 +15,15 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 lint: setup
-	$(VENV)/bin/ruff check rules tests bench
-	$(VENV)/bin/ruff format --check rules tests bench
+	$(VENV)/bin/ruff check rules monitor connectors tests bench
+	$(VENV)/bin/ruff format --check rules monitor connectors tests bench
 	$(VENV)/bin/mypy rules
 
 test: lint
 	$(VENV)/bin/pytest
+
+run: setup
+	$(VENV)/bin/slamon run --demo
 
 bench: setup
 	$(PY) bench/calendar.py

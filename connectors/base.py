@@ -1,0 +1,96 @@
+"""The connector interface, the normalized change it yields, and the registry by type."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from rules.events import Event, FieldValue
+
+Cursor = dict[str, Any]  # JSON-serialisable; opaque to everyone but its connector
+
+
+@dataclass(frozen=True)
+class TicketChange:
+    """What a connector knows about one ticket after a change: its current normalized
+    fields and the events it saw (the monitor de-duplicates events by id, so sending an
+    event again is harmless).
+
+    ``fields`` holds the normalized ticket fields of CONTRACT.md: ``status``,
+    ``priority``, ``queue``, ``channel``, ``type``, ``tags`` (a frozenset),
+    ``organization``, ``requester``, ``url`` and ``subject``.
+    """
+
+    ticket: str
+    fields: Mapping[str, FieldValue]
+    events: Sequence[Event] = ()
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Changes to store together with the cursor that follows them.
+
+    ``newest`` is the time of the newest change the source has completely delivered (for
+    the lag metric); ``done`` says the sync has caught up for now."""
+
+    changes: Sequence[TicketChange]
+    cursor: Cursor
+    newest: dt.datetime | None = None
+    done: bool = False
+    notes: Sequence[str] = field(default_factory=tuple)  # warnings for the operator
+
+
+class RetriableError(Exception):
+    """A failure worth retrying later (network, 5xx, rate limit, a malformed page)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FatalError(Exception):
+    """A failure retrying cannot fix (revoked credentials, a missing permission): the
+    connector stops until its config changes. The message never holds a secret."""
+
+
+class Connector:
+    """Base of every connector. Subclasses set ``type`` and implement :meth:`sync`."""
+
+    type: ClassVar[str] = ""
+
+    def __init__(self, name: str, options: Mapping[str, Any]) -> None:
+        self.name = name
+        self.options = options
+
+    def sync(self, cursor: Cursor | None, stop: threading.Event) -> Iterator[Batch]:
+        """Yield batches from ``cursor`` (None: a first sync, reaching back to the
+        configured start) until caught up; return early once ``stop`` is set."""
+        raise NotImplementedError
+
+    def ticket_url(self, ticket: str) -> str | None:
+        """The ticket's page in the helpdesk, for links on the board and in alerts."""
+        return None
+
+
+_TYPES: dict[str, type[Connector]] = {}
+
+
+def register(cls: type[Connector]) -> type[Connector]:
+    """Class decorator: make a connector available under its ``type`` name."""
+    _TYPES[cls.type] = cls
+    return cls
+
+
+def connector_types() -> Mapping[str, type[Connector]]:
+    """Every registered connector type (importing the modules registers them)."""
+    from connectors import demo  # noqa: F401  (registers itself)
+
+    return dict(_TYPES)
+
+
+Factory = Callable[[str, Mapping[str, Any]], Connector]

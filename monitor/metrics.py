@@ -1,0 +1,219 @@
+"""/metrics: one custom collector that builds every family at scrape time from what is
+stored. Running clocks' states come from their stored deadlines, so a deadline that passed
+a moment ago shows at once, with no evaluation in between."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.orm import Session
+
+from monitor.counters import BUSINESS_BUCKETS, POLL_BUCKETS, read
+from monitor.models import ClockRow, ConnectorState, Ticket
+
+TICKET = ("connector", "queue", "priority")
+SLA = (*TICKET, "policy", "metric")
+HISTOGRAMS = {
+    "helpdesk_response_seconds": (
+        "Business seconds to first/next response, observed when the response happens.",
+        (*TICKET, "policy", "metric"),
+        BUSINESS_BUCKETS,
+    ),
+    "helpdesk_resolution_seconds": (
+        "Business seconds to resolution, observed at solve.",
+        (*TICKET, "policy"),
+        BUSINESS_BUCKETS,
+    ),
+    "slamon_connector_poll_duration_seconds": (
+        "How long a connector's poll took.",
+        ("connector",),
+        POLL_BUCKETS,
+    ),
+}
+COUNTERS = {
+    "helpdesk_tickets_created_total": ("Tickets first seen, by creation.", (*TICKET, "channel")),
+    "helpdesk_tickets_solved_total": ("Transitions into solved.", TICKET),
+    "helpdesk_sla_completed_total": (
+        "Stopped clocks by result (achieved or missed).",
+        (*SLA, "result"),
+    ),
+    "helpdesk_satisfaction_responses_total": (
+        "Survey answers by survey and score.",
+        (*TICKET, "survey", "score"),
+    ),
+    "slamon_connector_polls_total": ("Connector polls by result.", ("connector", "result")),
+    "slamon_connector_changes_total": ("Ticket changes ingested.", ("connector",)),
+}
+
+
+class StoredMetrics(Collector):
+    """Reads the database on every scrape (through ``session_factory``)."""
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Any],
+        version: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.session_factory = session_factory
+        self.version = version
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.clock()
+        with self.session_factory() as session:
+            yield from _tickets(session, now)
+            yield from _clocks(session, now)
+            yield from _counters(session, now)
+            yield from _connectors(session, now)
+        info = GaugeMetricFamily(
+            "slamon_build_info", "slamon's version; always 1.", labels=["version"]
+        )
+        info.add_metric([self.version], 1)
+        yield info
+
+
+def _tickets(session: Session, now: float) -> Iterator[Metric]:
+    open_ = GaugeMetricFamily(
+        "helpdesk_tickets_open", "Tickets not solved or closed.", labels=TICKET
+    )
+    oldest = GaugeMetricFamily(
+        "helpdesk_oldest_open_ticket_age_seconds", "Age of the oldest open ticket.", labels=TICKET
+    )
+    rows = session.execute(
+        select(
+            Ticket.connector,
+            Ticket.queue,
+            Ticket.priority,
+            func.count(),
+            func.min(Ticket.created_at),
+        )
+        .where(Ticket.removed.is_(False), Ticket.status.not_in(("solved", "closed")))
+        .group_by(Ticket.connector, Ticket.queue, Ticket.priority)
+    )
+    for connector, queue, priority, count, first in rows:
+        open_.add_metric([connector, queue, priority], count)
+        oldest.add_metric([connector, queue, priority], max(0.0, now - first))
+    yield open_
+    yield oldest
+
+
+def _clocks(session: Session, now: float) -> Iterator[Metric]:
+    state = case(
+        (ClockRow.state == "paused", "paused"),
+        (and_(ClockRow.deadline.is_not(None), ClockRow.deadline < now), "breached"),
+        (and_(ClockRow.at_risk_at.is_not(None), ClockRow.at_risk_at <= now), "at_risk"),
+        else_="on_track",
+    )
+    group = (
+        ClockRow.connector,
+        ClockRow.queue,
+        ClockRow.priority,
+        ClockRow.policy,
+        ClockRow.metric,
+    )
+    clocks = GaugeMetricFamily(
+        "helpdesk_sla_clocks", "Running clocks by state.", labels=[*SLA, "state"]
+    )
+    running = ClockRow.state.in_(("on_track", "at_risk", "breached", "paused"))
+    for *labels, st, count in session.execute(
+        select(*group, state, func.count()).where(running).group_by(*group, state)
+    ):
+        clocks.add_metric([*labels, st], count)
+    yield clocks
+
+    nearest = GaugeMetricFamily(
+        "helpdesk_sla_next_deadline_seconds",
+        "Seconds until the nearest deadline of a running, unbreached clock.",
+        labels=SLA,
+    )
+    for *labels, deadline in session.execute(
+        select(*group, func.min(ClockRow.deadline))
+        .where(ClockRow.state.in_(("on_track", "at_risk")), ClockRow.deadline >= now)
+        .group_by(*group)
+    ):
+        nearest.add_metric(labels, deadline - now)
+    yield nearest
+
+    breaches = CounterMetricFamily(
+        "helpdesk_sla_breaches",
+        "Clocks that passed their deadline, counted once, at the moment of breach.",
+        labels=SLA,
+    )
+    totals: dict[tuple[str, ...], float] = defaultdict(float)
+    for _, labels, value in read(session, "helpdesk_sla_breaches_total"):
+        totals[tuple(labels.get(k, "") for k in SLA)] += value
+    due = select(*group, func.count()).where(
+        ClockRow.state.in_(("on_track", "at_risk", "breached")),
+        ClockRow.breach_counted.is_(False),
+        ClockRow.deadline < now,
+    )
+    for *labels, count in session.execute(due.group_by(*group)):  # passed since the last tick
+        totals[tuple(labels)] += count
+    for labels, value in sorted(totals.items()):
+        breaches.add_metric(list(labels), value)
+    yield breaches
+
+
+def _counters(session: Session, now: float) -> Iterator[Metric]:
+    stored = read(session, "")
+    for name, (doc, labels) in COUNTERS.items():
+        family = CounterMetricFamily(name.removesuffix("_total"), doc, labels=labels)
+        for series, values, value in stored:
+            if series == name:
+                family.add_metric([values.get(k, "") for k in labels], value)
+        yield family
+    for name, (doc, labels, buckets) in HISTOGRAMS.items():
+        series: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
+        for row_name, values, value in stored:
+            if row_name.startswith(name + "_"):
+                key = tuple(values.get(k, "") for k in labels)
+                part = row_name.removeprefix(name + "_")
+                series[key][values["le"] if part == "bucket" else part] = value
+        family = HistogramMetricFamily(name, doc, labels=labels)
+        for key, parts in sorted(series.items()):
+            bounds = [str(float(b)) for b in buckets] + ["+Inf"]
+            cumulative = [(b, parts.get(b, 0.0)) for b in bounds]
+            family.add_metric(list(key), cumulative, sum_value=parts.get("sum", 0.0))
+        yield family
+
+
+def _connectors(session: Session, now: float) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        "slamon_connector_up", "1 if the connector's last poll succeeded.", labels=["connector"]
+    )
+    success = GaugeMetricFamily(
+        "slamon_connector_last_success_timestamp_seconds",
+        "When the connector last polled successfully (Unix time).",
+        labels=["connector"],
+    )
+    lag = GaugeMetricFamily(
+        "slamon_connector_lag_seconds",
+        "Now minus the newest change the connector has seen complete.",
+        labels=["connector"],
+    )
+    for state in session.scalars(select(ConnectorState).order_by(ConnectorState.name)):
+        up.add_metric([state.name], 1 if state.up else 0)
+        if state.last_success is not None:
+            success.add_metric([state.name], state.last_success)
+        if state.newest_change is not None:
+            lag.add_metric([state.name], max(0.0, now - state.newest_change))
+    yield up
+    yield success
+    yield lag
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
