@@ -63,8 +63,7 @@ def create_app(
     """The application for a loaded config. The sync loop is not started here (see
     ``start_sync``), so tests, the CLI and the web server decide when it runs."""
     app = Flask(__name__)
-    prepare_sqlite(config.database)
-    app.config["SQLALCHEMY_DATABASE_URI"] = config.database
+    app.config["SQLALCHEMY_DATABASE_URI"] = prepare_sqlite(config.database)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(config.database)
     db.init_app(app)
     with app.app_context():

@@ -208,3 +208,7 @@ def _instant(text: str) -> dt.datetime:
     except ValueError:
         raise click.BadParameter(f"{text!r} is not an ISO 8601 instant") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,10 +21,15 @@ def engine_options(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True, "pool_size": 10}
 
 
-def prepare_sqlite(url: str) -> None:
-    """Create the folder of a SQLite file database."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+def prepare_sqlite(url: str) -> str:
+    """A SQLite file database's URL with an absolute path (relative paths are the working
+    directory's, as users expect, not Flask's instance folder), its folder created."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + ":memory:"):
+        return url
+    path = Path(url.removeprefix(prefix)).expanduser().absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return prefix + str(path)
 
 
 def tune(engine: Engine) -> None:

@@ -9,6 +9,7 @@ import logging
 import random
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,7 +75,7 @@ class Scheduler:
                 ok, error = False, str(exc)
             except Exception as exc:  # a bug or an odd answer: report, keep the process alive
                 ok, error = False, f"{type(exc).__name__}: {exc}"
-                log.debug("%s: sync failed", name, exc_info=True)
+                log.debug("%s: sync failed\n%s", name, self.redact(traceback.format_exc()))
             finally:
                 db.session.rollback()
             self._record(name, ok, error, time.monotonic() - began)
@@ -153,4 +154,4 @@ class Scheduler:
             try:
                 self.tick()
             except Exception:  # the database may be busy; the next tick catches up
-                log.debug("tick failed", exc_info=True)
+                log.debug("tick failed: %s", self.redact(traceback.format_exc()))

@@ -59,7 +59,7 @@ def _catch_up(app: Flask) -> None:
     app.extensions["slamon"].scheduler.start()
 
 
-def _stop(worker: Any, *_: Any) -> None:
+def _stop(_server: Any, worker: Any) -> None:
     scheduler = worker.wsgi.extensions["slamon"].scheduler
     scheduler.stop()
 
