@@ -17,7 +17,7 @@ setup: $(VENV)/.installed
 lint: setup
 	$(VENV)/bin/ruff check rules monitor connectors tests bench
 	$(VENV)/bin/ruff format --check rules monitor connectors tests bench
-	$(VENV)/bin/mypy rules
+	$(VENV)/bin/mypy rules monitor connectors
 
 test: lint
 	$(VENV)/bin/pytest

@@ -9,9 +9,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
-from monitor.models import Counter
+from monitor.models import Counter, DbSession
 
 # Business seconds (CONTRACT.md): 1m 5m 15m 30m 1h 2h 4h 8h 1d 2d 5d 10d
 BUSINESS_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 432000, 864000)
@@ -42,7 +41,7 @@ class Tally:
         self.add(f"{name}_sum", labels, value)
         self.add(f"{name}_count", labels)
 
-    def flush(self, session: Session) -> None:
+    def flush(self, session: DbSession) -> None:
         if not self.pending:
             return
         dialect = session.get_bind().dialect.name
@@ -61,7 +60,7 @@ def _le(bound: float) -> str:
     return str(float(bound))
 
 
-def read(session: Session, prefix: str = "") -> list[tuple[str, dict[str, str], float]]:
+def read(session: DbSession, prefix: str = "") -> list[tuple[str, dict[str, str], float]]:
     query = session.query(Counter)
     if prefix:
         query = query.filter(Counter.name.startswith(prefix))

@@ -9,11 +9,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from monitor.counters import BUSINESS_BUCKETS, Tally
 from monitor.history import from_row
-from monitor.models import ClockRow, EventRow, Ticket
+from monitor.models import ClockRow, DbSession, EventRow, Ticket
 from rules import Clock, Completion, RuleSet, evaluate
 from rules.events import DONE, Event, FieldChange, in_order
 
@@ -27,7 +26,7 @@ def ticket_labels(ticket: Ticket) -> dict[str, str]:
 
 
 def refresh(
-    session: Session, ticket_ids: Iterable[int], rules: RuleSet, now: dt.datetime, tally: Tally
+    session: DbSession, ticket_ids: Iterable[int], rules: RuleSet, now: dt.datetime, tally: Tally
 ) -> int:
     """Re-evaluate these tickets as of ``now``; returns how many were evaluated."""
     ids = sorted(set(ticket_ids))
@@ -46,7 +45,7 @@ def refresh(
 
 
 def _refresh_one(
-    session: Session,
+    session: DbSession,
     ticket: Ticket,
     history: Sequence[Event],
     rows: dict[tuple[str, int], ClockRow],
@@ -133,7 +132,7 @@ def _store(row: ClockRow, clock: Clock, ticket: Ticket, at: float) -> None:
     row.completions = [_completion(c) for c in clock.completions]
 
 
-def count_due_breaches(session: Session, now: dt.datetime, tally: Tally) -> int:
+def count_due_breaches(session: DbSession, now: dt.datetime, tally: Tally) -> int:
     """Count the breaches of running clocks whose deadline passed since their last
     evaluation: a breach counts at its deadline, whether or not an event came since."""
     at = now.timestamp()

@@ -8,13 +8,12 @@ import datetime as dt
 from collections.abc import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from connectors.base import Batch, TicketChange
 from monitor.counters import Tally
 from monitor.evaluator import refresh
 from monitor.history import to_row
-from monitor.models import ConnectorState, EventRow, Ticket
+from monitor.models import ConnectorState, DbSession, EventRow, Ticket
 from rules import RuleSet
 from rules.events import Created
 
@@ -22,7 +21,7 @@ TEXT_FIELDS = ("status", "priority", "queue", "channel", "type", "organization",
 
 
 def store_batch(
-    session: Session, connector: str, batch: Batch, rules: RuleSet, now: dt.datetime
+    session: DbSession, connector: str, batch: Batch, rules: RuleSet, now: dt.datetime
 ) -> int:
     """Store a batch and its cursor and commit; returns the number of changes stored."""
     tally = Tally()
@@ -43,7 +42,7 @@ def store_batch(
 
 
 def _store_changes(
-    session: Session, connector: str, changes: Sequence[TicketChange], tally: Tally
+    session: DbSession, connector: str, changes: Sequence[TicketChange], tally: Tally
 ) -> set[int]:
     by_source: dict[str, Ticket] = {}
     sources = sorted({change.ticket for change in changes})
@@ -52,8 +51,8 @@ def _store_changes(
     ):
         by_source[ticket.source_id] = ticket
     for change in changes:
-        ticket = by_source.get(change.ticket)
-        if ticket is None:
+        found = by_source.get(change.ticket)
+        if found is None:
             ticket = Ticket(connector=connector, source_id=change.ticket, solves=0, ratings={})
             _apply_fields(ticket, change)
             session.add(ticket)
@@ -61,7 +60,7 @@ def _store_changes(
             labels = {"connector": connector, "queue": ticket.queue, "priority": ticket.priority}
             tally.add("helpdesk_tickets_created_total", {**labels, "channel": ticket.channel})
         else:
-            _apply_fields(ticket, change)
+            _apply_fields(found, change)
     session.flush()
     known = {
         (ticket_id, source_id)

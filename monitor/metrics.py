@@ -18,10 +18,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 from sqlalchemy import and_, case, func, select
-from sqlalchemy.orm import Session
 
 from monitor.counters import BUSINESS_BUCKETS, POLL_BUCKETS, read
-from monitor.models import ClockRow, ConnectorState, Ticket
+from monitor.models import ClockRow, ConnectorState, DbSession, Ticket
 
 TICKET = ("connector", "queue", "priority")
 SLA = (*TICKET, "policy", "metric")
@@ -85,7 +84,7 @@ class StoredMetrics(Collector):
         yield info
 
 
-def _tickets(session: Session, now: float) -> Iterator[Metric]:
+def _tickets(session: DbSession, now: float) -> Iterator[Metric]:
     open_ = GaugeMetricFamily(
         "helpdesk_tickets_open", "Tickets not solved or closed.", labels=TICKET
     )
@@ -110,7 +109,7 @@ def _tickets(session: Session, now: float) -> Iterator[Metric]:
     yield oldest
 
 
-def _clocks(session: Session, now: float) -> Iterator[Metric]:
+def _clocks(session: DbSession, now: float) -> Iterator[Metric]:
     state = case(
         (ClockRow.state == "paused", "paused"),
         (and_(ClockRow.deadline.is_not(None), ClockRow.deadline < now), "breached"),
@@ -139,12 +138,13 @@ def _clocks(session: Session, now: float) -> Iterator[Metric]:
         "Seconds until the nearest deadline of a running, unbreached clock.",
         labels=SLA,
     )
-    for *labels, deadline in session.execute(
+    for *names, deadline in session.execute(
         select(*group, func.min(ClockRow.deadline))
         .where(ClockRow.state.in_(("on_track", "at_risk")), ClockRow.deadline >= now)
         .group_by(*group)
     ):
-        nearest.add_metric(labels, deadline - now)
+        assert deadline is not None  # the filter only keeps clocks with one
+        nearest.add_metric(names, deadline - now)
     yield nearest
 
     breaches = CounterMetricFamily(
@@ -153,28 +153,28 @@ def _clocks(session: Session, now: float) -> Iterator[Metric]:
         labels=SLA,
     )
     totals: dict[tuple[str, ...], float] = defaultdict(float)
-    for _, labels, value in read(session, "helpdesk_sla_breaches_total"):
-        totals[tuple(labels.get(k, "") for k in SLA)] += value
+    for _, stored, amount in read(session, "helpdesk_sla_breaches_total"):
+        totals[tuple(stored.get(k, "") for k in SLA)] += amount
     due = select(*group, func.count()).where(
         ClockRow.state.in_(("on_track", "at_risk", "breached")),
         ClockRow.breach_counted.is_(False),
         ClockRow.deadline < now,
     )
-    for *labels, count in session.execute(due.group_by(*group)):  # passed since the last tick
-        totals[tuple(labels)] += count
-    for labels, value in sorted(totals.items()):
-        breaches.add_metric(list(labels), value)
+    for *key, count in session.execute(due.group_by(*group)):  # passed since the last tick
+        totals[tuple(key)] += count
+    for series, amount in sorted(totals.items()):
+        breaches.add_metric(list(series), amount)
     yield breaches
 
 
-def _counters(session: Session, now: float) -> Iterator[Metric]:
+def _counters(session: DbSession, now: float) -> Iterator[Metric]:
     stored = read(session, "")
     for name, (doc, labels) in COUNTERS.items():
-        family = CounterMetricFamily(name.removesuffix("_total"), doc, labels=labels)
-        for series, values, value in stored:
-            if series == name:
-                family.add_metric([values.get(k, "") for k in labels], value)
-        yield family
+        counter = CounterMetricFamily(name.removesuffix("_total"), doc, labels=labels)
+        for row_name, values, value in stored:
+            if row_name == name:
+                counter.add_metric([values.get(k, "") for k in labels], value)
+        yield counter
     for name, (doc, labels, buckets) in HISTOGRAMS.items():
         series: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
         for row_name, values, value in stored:
@@ -182,15 +182,15 @@ def _counters(session: Session, now: float) -> Iterator[Metric]:
                 key = tuple(values.get(k, "") for k in labels)
                 part = row_name.removeprefix(name + "_")
                 series[key][values["le"] if part == "bucket" else part] = value
-        family = HistogramMetricFamily(name, doc, labels=labels)
+        histogram = HistogramMetricFamily(name, doc, labels=labels)
+        bounds = [str(float(b)) for b in buckets] + ["+Inf"]
         for key, parts in sorted(series.items()):
-            bounds = [str(float(b)) for b in buckets] + ["+Inf"]
             cumulative = [(b, parts.get(b, 0.0)) for b in bounds]
-            family.add_metric(list(key), cumulative, sum_value=parts.get("sum", 0.0))
-        yield family
+            histogram.add_metric(list(key), cumulative, sum_value=parts.get("sum", 0.0))
+        yield histogram
 
 
-def _connectors(session: Session, now: float) -> Iterator[Metric]:
+def _connectors(session: DbSession, now: float) -> Iterator[Metric]:
     up = GaugeMetricFamily(
         "slamon_connector_up", "1 if the connector's last poll succeeded.", labels=["connector"]
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, scoped_session
 
 
 class Base(DeclarativeBase):
@@ -16,6 +16,7 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+DbSession = Session | scoped_session[Any]  # a plain session, or Flask-SQLAlchemy's
 
 
 class ConnectorState(db.Model):  # type: ignore[name-defined,misc]

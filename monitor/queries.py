@@ -7,10 +7,9 @@ from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from monitor.history import describe
-from monitor.models import ClockRow, EventRow, Ticket
+from monitor.models import ClockRow, DbSession, EventRow, Ticket
 from rules import Policy, RuleSet
 
 RUNNING = ("on_track", "at_risk", "breached", "paused")
@@ -85,7 +84,7 @@ def ticket_json(ticket: Ticket) -> dict[str, Any]:
 
 
 def running_tickets(
-    session: Session,
+    session: DbSession,
     now: float,
     states: tuple[str, ...] = RUNNING,
     metric: str | None = None,
@@ -130,7 +129,7 @@ def running_tickets(
 
 
 def ticket_detail(
-    session: Session, connector: str, source_id: str, now: float, rules: RuleSet | None = None
+    session: DbSession, connector: str, source_id: str, now: float, rules: RuleSet | None = None
 ) -> dict[str, Any] | None:
     ticket = session.scalars(
         select(Ticket).where(Ticket.connector == connector, Ticket.source_id == source_id)
@@ -161,7 +160,7 @@ def ticket_detail(
     return item
 
 
-def clocks_by_ticket(session: Session) -> dict[int, list[ClockRow]]:
+def clocks_by_ticket(session: DbSession) -> dict[int, list[ClockRow]]:
     out: dict[int, list[ClockRow]] = defaultdict(list)
     for row in session.scalars(select(ClockRow)):
         out[row.ticket_id].append(row)

@@ -71,7 +71,7 @@ def histories(app: Flask, since: dt.datetime | None = None) -> Iterator[tuple[Ti
 
 def clocks_at(app: Flask, when: dt.datetime) -> list[dict[str, Any]]:
     rules: RuleSet = app.extensions["slamon"].rules
-    out = []
+    out: list[dict[str, Any]] = []
     for ticket, events in histories(app):
         result = evaluate(ticket.connector, events, rules, when)
         out.extend(

@@ -145,9 +145,9 @@ class Scheduler:
 
     def _delay(self, job: Job) -> float:
         if job.failures == 0:
-            return job.interval
-        backoff = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (job.failures - 1))
-        return max(job.interval, backoff * random.uniform(0.5, 1.0))
+            return float(job.interval)
+        backoff = min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** (job.failures - 1))
+        return max(float(job.interval), backoff * random.uniform(0.5, 1.0))
 
     def _ticker(self) -> None:
         while not self.stopping.wait(1.0):
