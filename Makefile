@@ -1,12 +1,11 @@
-# The few commands people use. Everything installs itself on a fresh machine.
+# The few commands people use. Each installs what it needs on a fresh machine.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: setup test lint bench run clean
+.PHONY: setup system-deps test lint bench run clean
 
-$(VENV)/.installed: pyproject.toml scripts/system-deps.sh
-	scripts/system-deps.sh
+$(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[test,bench]'
@@ -14,16 +13,20 @@ $(VENV)/.installed: pyproject.toml scripts/system-deps.sh
 
 setup: $(VENV)/.installed
 
+# Prometheus (promtool), Alertmanager, PostgreSQL and Chromium, which the tests run for real
+system-deps:
+	scripts/system-deps.sh
+
+run: setup
+	$(VENV)/bin/slamon run --demo
+
 lint: setup
 	$(VENV)/bin/ruff check rules monitor connectors tests bench
 	$(VENV)/bin/ruff format --check rules monitor connectors tests bench
 	$(VENV)/bin/mypy rules monitor connectors
 
-test: lint
+test: system-deps lint
 	$(VENV)/bin/pytest
-
-run: setup
-	$(VENV)/bin/slamon run --demo
 
 bench: setup
 	$(PY) bench/calendar.py

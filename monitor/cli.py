@@ -101,7 +101,12 @@ def sync(config_file: str | None, once: bool, only: str | None) -> None:
             f"no connector named {only!r} (configured: {', '.join(names) or 'none'})", err=True
         )
         sys.exit(EXIT_CONFIG)
-    failed = [name for name in names if (only in (None, name)) and not scheduler.sync_once(name)]
+    failed = []
+    for name in names:
+        if only in (None, name) and not scheduler.sync_once(name, _progress(name)):
+            failed.append(name)
+    if sys.stderr.isatty():
+        click.echo("", err=True)
     scheduler.tick()
     with app.app_context():
         from monitor.models import ConnectorState, db
@@ -114,6 +119,17 @@ def sync(config_file: str | None, once: bool, only: str | None) -> None:
                 if name in failed:
                     click.echo(f"{name}: failed: {state.last_error}", err=True)
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _progress(name: str) -> Any:
+    """A live count of what a long backfill has stored, when someone is watching."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(stored: int) -> None:
+        click.echo(f"\r{name}: {stored:,} changes stored", err=True, nl=False)
+
+    return show
 
 
 @main.command()

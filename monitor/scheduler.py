@@ -52,8 +52,9 @@ class Scheduler:
 
     # -- one sync ------------------------------------------------------------------------
 
-    def sync_once(self, name: str) -> bool:
-        """One incremental sync of a connector to the end of its stream; False if it failed."""
+    def sync_once(self, name: str, progress: Callable[[int], None] | None = None) -> bool:
+        """One incremental sync of a connector to the end of its stream; False if it failed.
+        ``progress`` hears the running count of changes stored."""
         job = self.jobs[name]
         began = time.monotonic()
         ok, error = True, None
@@ -63,8 +64,11 @@ class Scheduler:
                 state = db.session.get(ConnectorState, name)
                 cursor = state.cursor if state else None
                 db.session.rollback()
+                stored = 0
                 for batch in job.connector.sync(cursor, self.stopping):
-                    store_batch(db.session, name, batch, rules, self.clock())
+                    stored += store_batch(db.session, name, batch, rules, self.clock())
+                    if progress is not None:
+                        progress(stored)
                     for note in batch.notes:
                         log.warning("%s: %s", name, self.redact(note))
                     if self.stopping.is_set():
