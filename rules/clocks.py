@@ -148,6 +148,10 @@ class _Timeline:
                 out.append((end, end))
         return out
 
+    def running_at(self, instant: float, excluded: frozenset[str]) -> bool:
+        """Whether the status at ``instant`` (after every change at it) lets a clock run."""
+        return self.status[max(0, bisect_right(self.status_at, instant) - 1)] not in excluded
+
     def status_now(self) -> str:
         return self.status[-1]
 
@@ -368,12 +372,15 @@ def _judge(run: _Run, timeline: _Timeline, now: float) -> Clock | None:
             end = max(run.start, timeline.policy_at[-1])
         return _cancelled(run, policy, end, _first_breach(run, timeline, end, True))
     target = policy.targets[run.metric]
-    spans = timeline.spans(run.start, end, _excluded(run.metric, policy))
-    open_ended = bool(spans) and spans[-1][1] == end  # ran until now, or until it stopped
+    excluded = _excluded(run.metric, policy)
+    spans = timeline.spans(run.start, end, excluded)
+    # ran until it stopped, or runs now (a pause that starts at this instant stops it)
+    open_ended = bool(spans) and spans[-1][1] == end
+    open_ended = open_ended and (stopped or timeline.running_at(end, excluded))
     running_now = open_ended and not stopped
     risk = policy.warning.threshold(target) if running_now else None
     m = _measure(spans, open_ended, policy.calendar, target, risk)
-    breached_at = _first_breach(run, timeline, end, stopped, (policy, m.deadline))
+    breached_at = _first_breach(run, timeline, end, stopped, (policy, m.deadline), policy)
     completions: tuple[Completion, ...] = ()
     if stopped:
         achieved = m.elapsed <= target
@@ -425,10 +432,13 @@ def _judge_resolution(run: _Run, timeline: _Timeline, now: float) -> Clock | Non
     target = current.targets["resolution"]
     spans = timeline.spans(run.start, until, _excluded("resolution", current))
     open_ended = bool(spans) and spans[-1][1] == until
+    open_ended = open_ended and (
+        solved or timeline.running_at(until, current.paused_in["resolution"])
+    )
     running_now = open_ended and not solved
     risk = current.warning.threshold(target) if running_now else None
     m = _measure(spans, open_ended, current.calendar, target, risk)
-    breached_at = _first_breach(run, timeline, until, solved, (current, m.deadline))
+    breached_at = _first_breach(run, timeline, until, solved, (current, m.deadline), current)
     stopped_at: dt.datetime | None = None
     if solved and last is not None:
         state: State = "achieved" if last.achieved else "missed"
@@ -496,16 +506,21 @@ def _first_breach(
     end: float,
     stopped: bool,
     known: tuple[Policy, float | None] | None = None,
+    stop_policy: Policy | None = None,
 ) -> dt.datetime | None:
     """When the clock first ran past the target of the policy then in effect.
 
-    ``known`` is a policy with the deadline already measured for it over [start, end)."""
+    ``known`` is a policy with the deadline already measured for it over [start, end).
+    A clock that stopped at ``end`` under ``stop_policy`` saw a change to that policy at
+    the same instant (it came first in the helpdesk's order)."""
     times, policies = timeline.policy_at, timeline.policy
     if known is not None and len(times) == 1 and policies[0] is known[0]:  # the usual case
         deadline = known[1]
         return _instant(deadline) if deadline is not None and deadline < end else None
     i = max(0, bisect_right(times, run.start) - 1)
-    while i < len(times) and (times[i] < end or (times[i] == end and not stopped)):
+    while i < len(times) and (
+        times[i] < end or (times[i] == end and (not stopped or policies[i] is stop_policy))
+    ):
         policy = policies[i]
         seg_from = times[i]
         seg_to = times[i + 1] if i + 1 < len(times) else _INF
