@@ -330,6 +330,16 @@ def _measure(
     """Elapsed business time over ``spans`` and the instants at which it exceeds the
     target (deadline) and reaches the warning threshold. When ``open_ended`` the last
     span goes on past its end (the clock is running now)."""
+    if len(spans) == 1:  # most clocks never pause: one span, three calendar questions
+        a, b = spans[0]
+        elapsed = calendar.seconds_between(a, b)
+        if open_ended or elapsed > target:
+            deadline = calendar.add(a, target)
+        else:
+            deadline = None
+        if risk is not None and (open_ended or elapsed >= risk):
+            return _Measure(elapsed, deadline, calendar.reach(a, risk))
+        return _Measure(elapsed, deadline, None)
     elapsed = 0.0
     deadline = at_risk_at = None
     last = len(spans) - 1
