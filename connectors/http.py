@@ -1,0 +1,168 @@
+"""HTTP for REST sources, written once: sessions, retries with capped exponential backoff
+and jitter, Retry-After and X-RateLimit-* honoured without sleeping past a shutdown, and
+errors sorted into :class:`RetriableError` and :class:`FatalError` with no secret in them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import requests
+
+from connectors.base import FatalError, RetriableError
+
+USER_AGENT = "slamon (+https://github.com/slamon)"
+BACKOFF_FIRST, BACKOFF_CAP = 1.0, 60.0
+LONGEST_WAIT = 900.0  # a Retry-After longer than this ends the poll; the next one retries
+
+
+def retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class Http:
+    """A connector's HTTP session. ``stop`` ends every wait early (shutdown)."""
+
+    def __init__(
+        self,
+        source: str,
+        base_url: str,
+        stop: threading.Event,
+        headers: Mapping[str, str] | None = None,
+        auth: Any = None,
+        secrets: Iterable[str] = (),
+        timeout: float = 30.0,
+        attempts: int = 6,
+        sleep: Callable[[float], bool] | None = None,
+    ) -> None:
+        self.source = source
+        self.base_url = base_url.rstrip("/")
+        self.stop = stop
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers["Accept"] = "application/json"
+        self.session.headers.update(headers or {})
+        self.session.auth = auth
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.timeout = timeout
+        self.attempts = attempts
+        self.wait = sleep or stop.wait  # returns True when stopped
+        self.requests = 0
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def scrub(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The decoded JSON body of a successful answer (a malformed body is retried)."""
+        response = self.request(method, path, **kwargs)
+        try:
+            return response.json()
+        except (ValueError, json.JSONDecodeError):
+            raise RetriableError(
+                f"{self.source}: a malformed answer from {self._where(path)} "
+                f"(HTTP {response.status_code}, {len(response.content)} bytes)"
+            ) from None
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.json("GET", path, params=params or None)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = self.url(path)
+        failures = 0
+        while True:
+            if self.stop.is_set():
+                raise RetriableError(f"{self.source}: stopping")
+            try:
+                self.requests += 1
+                response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            except requests.RequestException as exc:
+                failures += 1
+                problem = f"{type(exc).__name__} on {self._where(path)}"
+                self._back_off(failures, problem)
+                continue
+            status = response.status_code
+            if status == 429 or (status == 503 and "Retry-After" in response.headers):
+                delay = retry_after(response.headers)
+                self._pause(delay if delay is not None else self._backoff(failures + 1), path)
+                failures += delay is None
+                continue
+            if status >= 500:
+                failures += 1
+                self._back_off(failures, f"HTTP {status} from {self._where(path)}")
+                continue
+            if status in (401, 403):
+                raise FatalError(
+                    f"{self.source}: {self._where(path)} refused the credentials (HTTP {status}); "
+                    "check the token and its permissions"
+                )
+            if status >= 400 and status != 404:
+                raise RetriableError(
+                    f"{self.source}: HTTP {status} from {self._where(path)}: "
+                    f"{self.scrub(response.text[:300])}"
+                )
+            self._respect_budget(response.headers, path)
+            return response
+
+    def _where(self, path: str) -> str:
+        """The path without query string (which may hold a secret) for messages."""
+        return self.scrub(self.url(path).split("?")[0].removeprefix(self.base_url) or "/")
+
+    def _backoff(self, failures: int) -> float:
+        return random.uniform(0, min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** (failures - 1)))
+
+    def _back_off(self, failures: int, problem: str) -> None:
+        if failures >= self.attempts:
+            raise RetriableError(f"{self.source}: {problem} ({failures} attempts)")
+        if self.wait(self._backoff(failures)):
+            raise RetriableError(f"{self.source}: stopping")
+
+    def _pause(self, seconds: float, path: str) -> None:
+        if seconds > LONGEST_WAIT:
+            raise RetriableError(
+                f"{self.source}: rate limited on {self._where(path)} for {seconds:.0f} s",
+                retry_after=seconds,
+            )
+        if self.wait(seconds):
+            raise RetriableError(f"{self.source}: stopping")
+
+    def _respect_budget(self, headers: Mapping[str, str], path: str) -> None:
+        """When the source says the budget is spent, wait for it to refill."""
+        remaining = headers.get("X-RateLimit-Remaining") or headers.get("ratelimit-remaining")
+        if remaining is None or remaining.strip() not in ("0", "0.0"):
+            return
+        reset = headers.get("X-RateLimit-Reset") or headers.get("ratelimit-reset")
+        if reset is None:
+            return
+        try:
+            value = float(reset)
+        except ValueError:
+            return
+        seconds = value - time.time() if value > 1e9 else value  # an epoch, or seconds
+        if seconds > 0:
+            self._pause(seconds, path)
