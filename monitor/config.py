@@ -3,21 +3,20 @@
 ``load_config`` reads YAML, fills ``${NAME}`` from the environment and ``${file:/path}``
 with a file's content, validates against :class:`Config` and builds the rule set. Every
 problem found comes back at once as :class:`ConfigErrors`, each ``PATH:LINE: key: message``.
-Secrets are ``SecretStr`` and never appear in messages, reprs or ``public()`` views.
+Secrets are ``SecretStr`` and never appear in messages, reprs or ``public()`` views. Reading
+the file (references, lines, placing errors) is monitor/config_file.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, TypeVar, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -26,12 +25,14 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
+from monitor.config_file import REDACTED, Document, Loc, read
+from monitor.config_file import ConfigErrors as ConfigErrors  # re-exported
 from rules.errors import ConfigError
 from rules.events import PRIORITIES, STATUSES
 from rules.policies import RuleSet
@@ -42,15 +43,12 @@ from rules.schema import (
     PolicySpec,
     RulesSpec,
     build_rules,
-    config_errors,
     key_path,
 )
 
 DEFAULT_DATABASE = "sqlite:///slamon-data/slamon.db"
 DEFAULT_LISTEN = "127.0.0.1:9181"
 START_BACK = dt.timedelta(days=30)
-REDACTED = "***"
-_M = TypeVar("_M", bound=BaseModel)
 SECRET_KEYS = frozenset(
     {"token", "oauth_token", "api_key", "pat", "password", "app_secret", "client_secret"}
     | {"refresh_token", "webhook_secret", "api_token"}
@@ -514,25 +512,13 @@ def _secret_values(value: Any) -> Iterator[str]:
             yield from _secret_values(item)
 
 
-class ConfigErrors(ConfigError):
-    """Every problem of one config file; ``str()`` prints one ``PATH:LINE: ...`` per line."""
-
-    def __init__(self, errors: Sequence[ConfigError]) -> None:
-        self.errors = list(errors) or [ConfigError("invalid config")]
-        first = self.errors[0]
-        super().__init__(first.message, key=first.key, path=first.path, line=first.line)
-
-    def __str__(self) -> str:
-        return "\n".join(str(error) for error in self.errors)
-
-
 # --- loading -------------------------------------------------------------------------------
 
 
 def load_config(path: str | Path, *, now: dt.datetime | None = None) -> Config:
     """The validated config in a YAML file; ``now`` (default: the clock) anchors defaults
     like a connector's ``start``. Raises :class:`ConfigErrors` listing every problem."""
-    return _load_text(_read(path), str(path), Path(path).parent, now=now)
+    return _load_text(read(path), str(path), Path(path).parent, now=now)
 
 
 def demo_config(data_dir: Path, *, now: dt.datetime | None = None) -> Config:
@@ -545,7 +531,7 @@ def demo_config(data_dir: Path, *, now: dt.datetime | None = None) -> Config:
 def load_rules_file(path: str | Path) -> RuleSet:
     """Calendars and policies alone (``slamon backtest --policies FILE``): a YAML file with
     only the ``calendars:`` and ``policies:`` keys of a config, checked the same way."""
-    document = _Document(_read(path), str(path), Path(path).parent)
+    document = _document(read(path), str(path), Path(path).parent)
     spec = document.validate(RulesSpec)
     rules = None
     if spec is not None:
@@ -590,25 +576,6 @@ connectors:
     interval: 5s
 """
 
-# References are masked before parsing, so `{password: ${PW}}` stays valid flow YAML, and
-# resolved after, in string values only, so no secret ever passes through the YAML parser.
-_REF = re.compile(r"\$\{([^}\n]*)\}")
-_MASK = re.compile("\ue000(\\d+)\ue001")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
-def _read(path: str | Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        reason = exc.strerror or exc.__class__.__name__
-        raise ConfigErrors(
-            [ConfigError(f"cannot read: {reason}", path=str(path), line=0)]
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigErrors([ConfigError("not UTF-8 text", path=str(path), line=0)]) from None
-
 
 def _load_text(
     text: str,
@@ -618,7 +585,7 @@ def _load_text(
     now: dt.datetime | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Config:
-    document = _Document(text, source, base)
+    document = _document(text, source, base)
     config = document.validate(Config, overrides, now=now)
     if config is not None:
         config = _merge_statuses(config)
@@ -634,133 +601,41 @@ def _load_text(
     return config
 
 
-class _Document:
-    """One YAML text on its way to a model: parsed, references filled, problems kept with
-    the node tree that places them on lines."""
-
-    def __init__(self, text: str, source: str, base: Path) -> None:
-        refs: list[str] = []
-
-        def mask(found: re.Match[str]) -> str:
-            refs.append(found.group(1))
-            return f"\ue000{len(refs) - 1}\ue001"
-
-        self.source = source
-        self.root, data = _parse(_REF.sub(mask, text), source)
-        self.resolver = _Resolver(refs, base)
-        self.errors = list(_duplicate_keys(self.root, (), set()))
-        try:
-            self.data = self.resolver.walk({} if data is None else data, ())
-        except RecursionError:
-            self.data = None
-            self.errors.append(ConfigError("the file contains itself (a recursive YAML alias)"))
-        self.errors += self.resolver.errors
-
-    def validate(
-        self, model: type[_M], overrides: dict[str, Any] | None = None, **context: Any
-    ) -> _M | None:
-        if not isinstance(self.data, dict):
-            if self.data is not None:
-                keys = ", ".join(model.model_fields)
-                self.errors.append(ConfigError(f"expected a mapping of keys ({keys})"))
-            return None
-        try:
-            return model.model_validate({**self.data, **(overrides or {})}, context=context)
-        except ValidationError as exc:
-            failed = self.resolver.failed_under
-            self.errors += [e for e in _validation_errors(exc) if not failed(e.key)]
-        except RecursionError:
-            self.errors.append(ConfigError("the file contains itself (a recursive YAML alias)"))
-        return None
-
-    def failure(self) -> ConfigErrors:
-        return ConfigErrors(_placed(self.errors, self.source, self.root, self.resolver.secrets))
+def _document(text: str, source: str, base: Path) -> Document:
+    """A config file's text, read with what the schema says is secret and how it words
+    its errors."""
+    return Document(
+        text,
+        source,
+        base,
+        secret_keys=SECRET_KEYS,
+        secrets_in=_secrets_in,
+        explain=_in_config_terms,
+    )
 
 
-def _parse(text: str, source: str) -> tuple[yaml.Node | None, Any]:
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        return root, (loader.construct_document(root) if root is not None else None)
-    except yaml.MarkedYAMLError as exc:
-        mark, since = exc.problem_mark or exc.context_mark, exc.context_mark
-        message = f"invalid YAML: {exc.problem or exc.context or 'cannot parse'}"
-        if (
-            exc.context
-            and exc.problem
-            and since is not None
-            and mark is not None
-            and since.line != mark.line
-        ):
-            message += f" ({exc.context} from line {since.line + 1})"
-        line = mark.line + 1 if mark is not None else 0
-        raise ConfigErrors([ConfigError(message, path=source, line=line)]) from None
-    except yaml.YAMLError:
-        raise ConfigErrors([ConfigError("invalid YAML", path=source, line=0)]) from None
-    finally:
-        loader.dispose()
+def _secrets_in(mapping: dict[Any, Any], loc: Loc) -> Iterator[str]:
+    """Secrets of a mapping in the file that no SECRET_KEYS key holds."""
+    if mapping.get("type") == "bitrix24" and isinstance(mapping.get("url"), str):
+        yield mapping["url"]  # the webhook URL's path holds a secret code
+    if not loc and isinstance(mapping.get("database"), str):
+        yield _password(mapping["database"])
 
 
-class _Resolver:
-    """Fills ``${...}`` references in string values; keeps the errors, the keys that
-    failed, and the secret values to keep out of messages."""
-
-    def __init__(self, refs: list[str], base: Path) -> None:
-        self.refs, self.base = refs, base
-        self.errors: list[ConfigError] = []
-        self.failed: list[str] = []
-        self.secrets: set[str] = set()
-
-    def walk(self, value: Any, loc: tuple[str | int, ...]) -> Any:
-        if isinstance(value, dict):
-            out = {}
-            for key, item in value.items():
-                name = self.restore(key) if isinstance(key, str) else key
-                out[name] = self.walk(item, (*loc, str(name)))
-                if name in SECRET_KEYS and isinstance(out[name], str):
-                    self.secrets.add(out[name])
-            if out.get("type") == "bitrix24" and isinstance(out.get("url"), str):
-                self.secrets.add(out["url"])  # the webhook URL's path holds a secret code
-            if not loc and isinstance(out.get("database"), str):
-                self.secrets.add(_password(out["database"]))
-            return out
-        if isinstance(value, list):
-            return [self.walk(item, (*loc, i)) for i, item in enumerate(value)]
-        if isinstance(value, str):
-            return _MASK.sub(lambda found: self.resolve(int(found.group(1)), loc), value)
-        return value
-
-    def restore(self, text: str) -> str:
-        return _MASK.sub(lambda found: "${" + self.refs[int(found.group(1))] + "}", text)
-
-    def resolve(self, index: int, loc: tuple[str | int, ...]) -> str:
-        ref, key = self.refs[index], key_path(loc)
-        if ref.startswith("file:"):
-            target = Path(ref.removeprefix("file:").strip()).expanduser()
-            target = target if target.is_absolute() else self.base / target
-            try:
-                content = target.read_text(encoding="utf-8")
-            except OSError as exc:
-                reason = exc.strerror or exc.__class__.__name__
-                return self.fail(key, f"cannot read file {target}: {reason}")
-            except UnicodeDecodeError:
-                return self.fail(key, f"file {target} is not UTF-8 text")
-            content = content.removesuffix("\n").removesuffix("\r")
-            self.secrets.add(content)  # files are how secrets are mounted
-            return content
-        if not _ENV_NAME.fullmatch(ref):
-            return self.fail(key, f"{'${' + ref + '}'!r} is neither ${{NAME}} nor ${{file:/path}}")
-        value = os.environ.get(ref)
-        return self.fail(key, f"environment variable {ref} is not set") if value is None else value
-
-    def fail(self, key: str, message: str) -> str:
-        self.errors.append(ConfigError(message, key=key))
-        self.failed.append(key)
-        return ""
-
-    def failed_under(self, key: str) -> bool:
-        """Whether ``key`` is (inside) a value whose reference failed: its error is told."""
-        return any(key == f or key.startswith((f"{f}.", f"{f}[")) for f in self.failed)
+def _in_config_terms(err: ErrorDetails, message: str) -> tuple[str, str]:
+    """A validation error's key and message as the config spells them."""
+    loc = list(err["loc"])
+    if loc[:1] == ["connectors"] and len(loc) >= 3:
+        del loc[2]  # the union's tag (the connector's type), which the config does not spell
+    key = key_path(loc)
+    if err["type"] == "union_tag_invalid":
+        key += ".type"
+        given = err["input"].get("type") if isinstance(err["input"], dict) else None
+        message = f"unknown connector type {given!r} (known: {', '.join(CONNECTOR_SPECS)})"
+    elif err["type"] == "union_tag_not_found":
+        key += ".type"
+        message = f"required key is missing (one of: {', '.join(CONNECTOR_SPECS)})"
+    return key, message
 
 
 def _password(url: str) -> str:
@@ -768,50 +643,6 @@ def _password(url: str) -> str:
         return urlsplit(url).password or ""
     except ValueError:
         return ""
-
-
-def _duplicate_keys(
-    node: yaml.Node | None, loc: tuple[str | int, ...], seen: set[int]
-) -> Iterator[ConfigError]:
-    # PyYAML keeps the last of two equal keys silently; a repeated key is a mistake.
-    if node is None or id(node) in seen:
-        return
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        first: dict[str, int] = {}
-        for key, value in node.value:
-            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
-            line = key.start_mark.line + 1
-            if name in first and name != "<<":
-                message = f"key {name!r} is given twice (first on line {first[name]})"
-                yield ConfigError(message, key=key_path((*loc, name)), line=line)
-            first.setdefault(name, line)
-            yield from _duplicate_keys(value, (*loc, name), seen)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*loc, i), seen)
-
-
-def _validation_errors(exc: ValidationError) -> list[ConfigError]:
-    out = []
-    for err, error in zip(exc.errors(), config_errors(exc), strict=True):
-        loc = list(err["loc"])
-        if loc[:1] == ["connectors"] and len(loc) >= 3:
-            del loc[2]  # the union's tag (the connector's type), which the config does not spell
-        key, message = key_path(loc), error.message
-        if err["type"] == "union_tag_invalid":
-            key += ".type"
-            given = err["input"].get("type") if isinstance(err["input"], dict) else None
-            message = f"unknown connector type {given!r} (known: {', '.join(CONNECTOR_SPECS)})"
-        elif err["type"] == "union_tag_not_found":
-            key += ".type"
-            message = f"required key is missing (one of: {', '.join(CONNECTOR_SPECS)})"
-        elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
-            message = "expected a mapping of keys"
-        elif err["type"] == "list_type":
-            message = "expected a list"
-        out.append(ConfigError(message, key=key))
-    return out
 
 
 def _merge_statuses(config: Config) -> Config:
@@ -845,47 +676,3 @@ def _references(config: Config) -> list[ConfigError]:
                 key = f"policies[{i}].match.connector"
                 errors.append(ConfigError(f"no connector named {name!r} {known}", key=key))
     return errors
-
-
-def _placed(
-    errors: list[ConfigError], source: str, root: yaml.Node | None, secrets: set[str]
-) -> list[ConfigError]:
-    """Errors with the file, the line of their key, and no secret in their text."""
-
-    def scrub(text: str) -> str:
-        for secret in sorted(secrets, key=len, reverse=True):
-            if len(secret) >= 4:
-                text = text.replace(secret, REDACTED)
-        return text
-
-    placed = [
-        ConfigError(
-            scrub(error.message),
-            key=scrub(error.key),
-            path=source,
-            line=error.line if error.line is not None else _line(root, error.key),
-        )
-        for error in errors
-    ]
-    return sorted(placed, key=lambda error: error.line or 0)
-
-
-def _line(root: yaml.Node | None, key: str) -> int:
-    """The 1-based line of ``key`` (``policies[1].targets.resolution``) in the YAML; for a
-    key that is not there, the line where its parent mapping starts."""
-    if root is None:
-        return 1
-    node, line = root, int(root.start_mark.line) + 1
-    for name, index in _KEY_PART.findall(key):
-        found: tuple[yaml.Node, yaml.Node] | None = None
-        if index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
-            item = node.value[int(index)]
-            found = (item, item)
-        elif name and isinstance(node, yaml.MappingNode):
-            for k, v in node.value:  # the last of equal keys is the one that counts
-                if isinstance(k, yaml.ScalarNode) and k.value == name:
-                    found = (k, v)
-        if found is None:
-            return int(node.start_mark.line) + 1
-        line, node = int(found[0].start_mark.line) + 1, found[1]
-    return line
