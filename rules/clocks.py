@@ -521,20 +521,24 @@ def _first_breach(
     """When the clock first ran past the target of the policy then in effect.
 
     ``known`` is a policy with the deadline already measured for it over [start, end).
-    A clock that stopped at ``end`` under ``stop_policy`` saw a change to that policy at
-    the same instant (it came first in the helpdesk's order)."""
+    A policy replaced within the same second never applied. A clock that stopped at
+    ``end`` is judged at that instant under ``stop_policy`` alone: the changes at the same
+    second that came after the stop in the helpdesk's order do not reach it."""
     times, policies = timeline.policy_at, timeline.policy
     if known is not None and len(times) == 1 and policies[0] is known[0]:  # the usual case
         deadline = known[1]
         return _instant(deadline) if deadline is not None and deadline < end else None
     i = max(0, bisect_right(times, run.start) - 1)
-    while i < len(times) and (
-        times[i] < end or (times[i] == end and (not stopped or policies[i] is stop_policy))
-    ):
+    while i < len(times) and times[i] <= end:
         policy = policies[i]
         seg_from = times[i]
         seg_to = times[i + 1] if i + 1 < len(times) else _INF
         i += 1
+        stopped_under = stopped and seg_from == end and policy is stop_policy
+        if seg_to == seg_from and not stopped_under:
+            continue  # replaced within the same second: it never applied
+        if stopped and seg_from == end and not stopped_under:
+            continue  # changed at the stop instant, after the stop
         if policy is None or run.metric not in policy.targets:
             continue
         limit = min(seg_to, end)

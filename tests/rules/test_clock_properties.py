@@ -22,7 +22,7 @@ DAY = 86400
 UTC = dt.UTC
 ZONES = [UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York")]
 
-SETTINGS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 BERLIN = {
     "name": "berlin",

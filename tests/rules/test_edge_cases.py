@@ -805,3 +805,45 @@ def test_25_closed_without_solved_is_a_solve() -> None:
         utc("2026-11-20T11:00:00"),
     )
     assert len(res.completions) == 1
+
+
+# -- same-second policy changes (found by the property tests) -----------------------------------
+
+SAME_SECOND = {
+    "policies": [
+        {"name": "urgent", "match": {"priority": ["urgent"]},
+         "targets": {"first_response": "30m", "resolution": "8h"}},
+        {"name": "standard", "match": {"tags_none": ["ignore"]},
+         "targets": {"first_response": "4h", "resolution": "2d"}},
+    ]
+}  # fmt: skip
+
+
+def test_two_changes_then_a_reply_in_one_second_keep_the_breach() -> None:
+    ruleset = rules.load_rules(SAME_SECOND)
+    history = (
+        History("2026-11-23T09:00:00", tags=["ignore"])
+        .set("2026-11-23T10:00:00", "tags", [])
+        .set("2026-11-23T10:00:00", "priority", "urgent")
+    )
+    running = clock(evaluate(ruleset, history, "2026-11-23T10:00:00"), "first_response")
+    assert running.state == "breached" and running.breached_at == utc("2026-11-23T10:00:00")
+    history.agent("2026-11-23T10:00:00")
+    # 09:00-10:00 = 1h against the urgent 30m, breached at the re-target instant 10:00
+    stopped = clock(evaluate(ruleset, history, "2026-11-23T10:00:00"), "first_response")
+    assert stopped.state == "missed" and stopped.breached_at == utc("2026-11-23T10:00:00")
+
+
+def test_a_policy_replaced_within_its_second_never_applied() -> None:
+    ruleset = rules.load_rules(SAME_SECOND)
+    history = (
+        History("2026-11-23T09:00:00")
+        .set("2026-11-23T10:00:00", "priority", "urgent")
+        .set("2026-11-23T10:00:00", "priority", "normal")
+    )
+    running = clock(evaluate(ruleset, history, "2026-11-23T10:05:00"), "first_response")
+    assert running.policy == "standard" and running.state == "on_track"
+    assert running.breached_at is None
+    history.agent("2026-11-23T10:00:00")
+    stopped = clock(evaluate(ruleset, history, "2026-11-23T10:05:00"), "first_response")
+    assert stopped.state == "achieved" and stopped.breached_at is None
