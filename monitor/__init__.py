@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -41,6 +42,7 @@ class Slamon:
     scheduler: Scheduler | None = None
     api_token: str | None = None
     metrics_auth: tuple[str, str] | None = None
+    now: Callable[[], float] = time.time  # the app's clock as Unix time (API, board)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,6 +85,7 @@ def create_app(
         registry=registry,
         api_token=server.api_token.get_secret_value() if server.api_token else None,
         metrics_auth=(basic.username, basic.password.get_secret_value()) if basic else None,
+        now=lambda: clock().timestamp(),
     )
     jobs = {
         name: Job(c, spec.interval)

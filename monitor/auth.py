@@ -45,7 +45,10 @@ def needs_token(view: Callable[..., Any]) -> Callable[..., Any]:
         if not token_ok():
             response = jsonify({"error": "unauthorized", "detail": "a valid API token is required"})
             response.status_code = 401
-            response.headers["WWW-Authenticate"] = 'Bearer realm="slamon", Basic realm="slamon"'
+            # One header per challenge: browsers (Chromium) read only the first challenge of
+            # a header, and a browser needs Basic to open the board.
+            response.headers["WWW-Authenticate"] = 'Bearer realm="slamon"'
+            response.headers.add("WWW-Authenticate", 'Basic realm="slamon"')
             return response
         return view(*args, **kwargs)
 

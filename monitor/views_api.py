@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -38,7 +37,7 @@ def tickets() -> Any:
     ext = current_app.extensions["slamon"]
     found = running_tickets(
         db.session,
-        time.time(),
+        ext.now(),
         states=(state,) if state else RUNNING,
         metric=metric,
         connector=request.args.get("connector") or None,
@@ -52,9 +51,8 @@ def tickets() -> Any:
 @bp.get("/tickets/<connector>/<path:ticket>")
 @needs_token
 def ticket(connector: str, ticket: str) -> Any:
-    found = ticket_detail(
-        db.session, connector, ticket, time.time(), current_app.extensions["slamon"].rules
-    )
+    ext = current_app.extensions["slamon"]
+    found = ticket_detail(db.session, connector, ticket, ext.now(), ext.rules)
     if found is None:
         return error(404, "no such ticket", {"connector": connector, "ticket": ticket})
     return jsonify(found)
@@ -64,7 +62,7 @@ def ticket(connector: str, ticket: str) -> Any:
 @needs_token
 def connectors() -> Any:
     ext = current_app.extensions["slamon"]
-    now = time.time()
+    now = ext.now()
     states = {s.name: s for s in db.session.scalars(select(ConnectorState))}
     out = []
     for spec in ext.config.connectors:

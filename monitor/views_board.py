@@ -34,8 +34,8 @@ def until(deadline: float | None, now: float) -> str:
 @bp.get("/")
 @needs_token
 def board() -> Any:
-    now = time.time()
     ext = current_app.extensions["slamon"]
+    now = ext.now()
     tickets = running_tickets(
         db.session, now, states=("breached", "at_risk"), limit=200, rules=ext.rules
     )
