@@ -124,3 +124,14 @@ def test_a_failing_connector_beside_a_working_one(app):
         c["name"]: c for c in app.test_client().get("/api/v1/connectors").get_json()["connectors"]
     }
     assert "502" in listed["other"]["last_error"] and listed["desk"]["last_error"] is None
+
+
+def test_events_stamped_ahead_of_our_clock_still_count(app, clock):
+    # the helpdesk's clock runs 30 s ahead of ours: its reply must stop the clock now
+    source = app.extensions["slamon"].connectors["desk"]
+    source.pending = [batch(ticket("1", T0, reply("1", at(T0, 10.5)), priority="urgent"))]
+    clock.advance(minutes=10)
+    app.extensions["slamon"].scheduler.sync_once("desk")
+    found = app.test_client().get("/api/v1/tickets/desk/1").get_json()
+    first = next(c for c in found["clocks"] if c["metric"] == "first_response")
+    assert first["state"] == "achieved" and first["stopped_at"] == "2026-11-23T09:10:30Z"
