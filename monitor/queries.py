@@ -67,7 +67,7 @@ def ticket_json(ticket: Ticket) -> dict[str, Any]:
     return {
         "connector": ticket.connector,
         "id": ticket.source_id,
-        "url": ticket.url or None,
+        "url": ticket.url if ticket.url.startswith(("https://", "http://")) else None,
         "subject": ticket.subject,
         "status": ticket.status,
         "priority": ticket.priority,

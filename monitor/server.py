@@ -34,6 +34,7 @@ class Server(BaseApplication):  # type: ignore[misc]
             "accesslog": None,
             "errorlog": "-",
             "loglevel": "info",
+            "control_socket_disable": True,  # nothing to control; write nothing to ~/
             "post_worker_init": _start,
             "worker_exit": _stop,
         }
