@@ -95,9 +95,7 @@ class Http:
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = self.url(path)
         failures = 0
-        while True:
-            if self.stop.is_set():
-                raise RetriableError(f"{self.source}: stopping")
+        while True:  # a shutdown ends waits, not requests: the page in hand gets finished
             try:
                 self.requests += 1
                 response = self.session.request(method, url, timeout=self.timeout, **kwargs)
