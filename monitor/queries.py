@@ -11,6 +11,7 @@ from sqlalchemy import select
 from monitor.history import describe
 from monitor.models import ClockRow, DbSession, EventRow, Ticket
 from rules import Policy, RuleSet
+from rules.clocks import state_at
 
 RUNNING = ("on_track", "at_risk", "breached", "paused")
 SHOWN = (*RUNNING, "achieved", "missed")
@@ -18,13 +19,7 @@ SHOWN = (*RUNNING, "achieved", "missed")
 
 def live_state(row: ClockRow, now: float) -> str:
     """A stored clock's state at ``now`` (no event since its evaluation)."""
-    if row.state not in ("on_track", "at_risk", "breached"):
-        return row.state
-    if row.deadline is not None and now > row.deadline:
-        return "breached"
-    if row.at_risk_at is not None and now >= row.at_risk_at:
-        return "at_risk"
-    return "on_track"
+    return state_at(row.state, row.deadline, row.at_risk_at, now)  # type: ignore[arg-type]
 
 
 def iso(value: float | None) -> str | None:

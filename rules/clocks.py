@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from rules.calendar import Calendar
 from rules.events import (
@@ -78,13 +78,20 @@ class Clock(NamedTuple):
 
     def state_at(self, instant: dt.datetime) -> State:
         """The state at a later instant, given that nothing has happened since."""
-        if self.state not in ("on_track", "at_risk", "breached"):
-            return self.state
-        if self.deadline is not None and instant > self.deadline:
-            return "breached"
-        if self.at_risk_at is not None and instant >= self.at_risk_at:
-            return "at_risk"
-        return "on_track"
+        return state_at(self.state, self.deadline, self.at_risk_at, instant)
+
+
+def state_at(state: State, deadline: Any, at_risk_at: Any, instant: Any) -> State:
+    """A clock's state at a later instant from its stored state, deadline and at-risk
+    instant (datetimes, or POSIX timestamps as storage keeps them), nothing having
+    happened since. Only a running clock turns: at risk, then breached after the deadline."""
+    if state not in ("on_track", "at_risk", "breached"):
+        return state
+    if deadline is not None and instant > deadline:
+        return "breached"
+    if at_risk_at is not None and instant >= at_risk_at:
+        return "at_risk"
+    return "on_track"
 
 
 @dataclass(frozen=True, slots=True)
