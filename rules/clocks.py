@@ -13,7 +13,6 @@ import math
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from itertools import accumulate
 from typing import Any, Literal, NamedTuple
 
@@ -551,6 +550,8 @@ def _first_breach(
         limit = min(seg_to, end)
         if known is not None and policy is known[0]:
             deadline = known[1]
+        elif limit - run.start <= policy.targets[run.metric]:
+            continue  # business time never outruns wall time: no breach can fit in here
         else:  # where, before the segment ends, the elapsed time first exceeds its target
             spans = timeline.spans(run.start, limit, _excluded(run.metric, policy))
             deadline = _passed(spans, policy.calendar, policy.targets[run.metric])
@@ -612,10 +613,18 @@ def _keep_result(clock: Clock, previous: Clock | None) -> Clock:
     return clock
 
 
-@lru_cache(maxsize=65536)
+_MADE: dict[float, dt.datetime] = {}
+
+
 def _instant(t: float) -> dt.datetime:
-    # Clocks share instants (one clock stops where the next starts): make each once.
-    return dt.datetime.fromtimestamp(t, _UTC)
+    # Clocks of one ticket share instants (one clock stops where the next starts): make
+    # each once. Any entry is right for any caller, so threads may share and clear it.
+    made = _MADE.get(t)
+    if made is None:
+        if len(_MADE) > 4096:
+            _MADE.clear()
+        made = _MADE[t] = dt.datetime.fromtimestamp(t, _UTC)
+    return made
 
 
 def _maybe_instant(t: float | None) -> dt.datetime | None:
