@@ -225,15 +225,16 @@ class _Replay:
 
     def apply(self, event: Event, t: float) -> bool:
         """Apply one event (at ``t``); False once the ticket is gone and the rest is moot."""
-        if isinstance(event, Created):
+        kind = type(event)
+        if kind is Created:
             if self.created_at is None:
-                self._create(event, t)
+                self._create(event, t)  # type: ignore[arg-type]
             return True
         if self.created_at is None:
             return True  # nothing to measure against yet
-        if isinstance(event, Message):
-            if event.public and event.author != "system":
-                self._message(event.author, t)
+        if kind is Message:
+            if event.public and event.author != "system":  # type: ignore[union-attr]
+                self._message(event.author, t)  # type: ignore[union-attr]
         elif isinstance(event, FieldChange):
             self._change(event, t)
         elif isinstance(event, Rating):
@@ -388,15 +389,22 @@ def _judge(run: _Run, timeline: _Timeline, now: float) -> Clock | None:
             end = max(run.start, timeline.policy_at[-1])
         return _cancelled(run, policy, end, _first_breach(run, timeline, end, True))
     target = policy.targets[run.metric]
-    excluded = _excluded(run.metric, policy)
-    spans = timeline.spans(run.start, end, excluded)
-    # ran until it stopped, or runs now (a pause that starts at this instant stops it)
-    open_ended = bool(spans) and spans[-1][1] == end
-    open_ended = open_ended and (stopped or timeline.running_at(end, excluded))
+    excluded = policy.paused_in.get(run.metric, _NEVER)
+    if excluded:
+        spans = timeline.spans(run.start, end, excluded)
+        # ran until it stopped, or runs now (a pause that starts at this instant stops it)
+        open_ended = bool(spans) and spans[-1][1] == end
+        open_ended = open_ended and (stopped or timeline.running_at(end, excluded))
+    else:  # response clocks never pause
+        spans, open_ended = [(run.start, end)], True
     running_now = open_ended and not stopped
     risk = policy.warning.threshold(target) if running_now else None
     m = _measure(spans, open_ended, policy.calendar, target, risk)
-    breached_at = _first_breach(run, timeline, end, stopped, (policy, m.deadline), policy)
+    if len(timeline.policy_at) == 1:  # one policy all along: the deadline says it all
+        passed = m.deadline is not None and m.deadline < end
+        breached_at = _instant(m.deadline) if passed else None  # type: ignore[arg-type]
+    else:
+        breached_at = _first_breach(run, timeline, end, stopped, (policy, m.deadline), policy)
     completions: tuple[Completion, ...] = ()
     if stopped:
         achieved = m.elapsed <= target
@@ -411,11 +419,11 @@ def _judge(run: _Run, timeline: _Timeline, now: float) -> Clock | None:
         policy.name,
         state,
         _instant(run.start),
-        _maybe_instant(deadline),
+        None if deadline is None else _instant(deadline),
         _instant(end) if stopped else None,
         m.elapsed,
         target,
-        _maybe_instant(m.at_risk_at),
+        None if m.at_risk_at is None else _instant(m.at_risk_at),
         breached_at,
         completions,
     )
@@ -454,7 +462,11 @@ def _judge_resolution(run: _Run, timeline: _Timeline, now: float) -> Clock | Non
     running_now = open_ended and not solved
     risk = current.warning.threshold(target) if running_now else None
     m = _measure(spans, open_ended, current.calendar, target, risk)
-    breached_at = _first_breach(run, timeline, until, solved, (current, m.deadline), current)
+    if len(timeline.policy_at) == 1:  # one policy all along: the deadline says it all
+        passed = m.deadline is not None and m.deadline < until
+        breached_at = _instant(m.deadline) if passed else None  # type: ignore[arg-type]
+    else:
+        breached_at = _first_breach(run, timeline, until, solved, (current, m.deadline), current)
     stopped_at: dt.datetime | None = None
     if solved and last is not None:
         state: State = "achieved" if last.achieved else "missed"
@@ -483,6 +495,8 @@ def _completions(
     """Each solve judged under the policy it happened under. Solves under one policy share
     one walk over the spans: a solve ends a span, so its elapsed time is a prefix sum."""
     assert run.solves is not None
+    if not run.solves:
+        return ()
     walks: dict[int, tuple[list[tuple[float, float]], list[float]]] = {}  # spans, totals
     last_solve = {id(policy): at for at, policy in run.solves}
     out = []
