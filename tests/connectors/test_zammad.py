@@ -1,0 +1,541 @@
+"""The Zammad connector against a fake Zammad on loopback (tests/fakes/zammad.py): the
+condition search on ``updated_at`` walked by key, in both of its response shapes, resumed
+from a stored cursor, through rate limits, 5xx bursts, truncated pages and a revoked token;
+the default mappings and their overrides; merges and removals; webhook signatures; and the
+shared scenario, synced into a real monitor, giving the clocks the engine gives for the
+story itself.
+
+What Zammad cannot tell of the scenario: satisfaction ratings (its API has none), so they
+are left out of the histories compared here (:func:`zammad_events`); they change no clock,
+which the scenario test checks. ``solved`` and ``urgent`` it can tell through config: the
+site's ``closed`` state maps to solved (Zammad reopens a closed ticket on a customer's
+follow-up) and the admin-added priority ``4 urgent`` to urgent (:data:`SITE`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from sqlalchemy import select
+
+import rules
+from connectors import Batch, FatalError, RetriableError, connector_types
+from connectors.zammad import OVERLAP, ZammadConnector
+from connectors.zammad_mapping import ValueMap
+from monitor import create_app, register_connectors
+from monitor.config import load_config
+from monitor.database import upgrade
+from monitor.models import ClockRow, EventRow, Ticket, db
+from rules.events import Created, Event, FieldChange, Message, Rating, Removed
+from tests.fakes import scenario
+from tests.fakes.scenario import STORIES, T0
+from tests.fakes.serve import serving
+from tests.fakes.zammad import FakeZammad
+
+TOKEN = "zm-t0ken-4c3b2a1f9e8d7c6b"
+NOW = T0 + dt.timedelta(days=2)
+START = T0 - dt.timedelta(days=1)
+RULES = rules.load_rules(scenario.RULES)
+SITE = {"statuses": {"closed": "solved"}, "priorities": {"4 urgent": "urgent"}}
+SECRET = "zammad-signature-token"
+BODY = b'{"ticket":{"id":5,"title":"Printer on fire"},"article":null}'
+SIGNED = {"X-Hub-Signature": "sha1=fcc6f0f39ca469a2229e209d653a0ba45e7eceba"}  # openssl dgst
+SEARCH = "/api/v1/tickets/search"
+
+
+def minutes(m: float) -> dt.datetime:
+    return T0 + dt.timedelta(minutes=m)
+
+
+def iso(when: dt.datetime) -> str:
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, list[FakeZammad]]]:
+    """One loopback server for the module, answering as the current test's fake."""
+    fakes: list[FakeZammad] = []
+
+    def app(environ: Any, start_response: Any) -> Any:
+        return fakes[-1].app(environ, start_response)
+
+    with serving(app) as base:
+        yield base, fakes
+
+
+@pytest.fixture(params=[6], ids=["zammad6"])
+def fake(request: Any, server: tuple[str, list[FakeZammad]]) -> FakeZammad:
+    server[1].append(FakeZammad(TOKEN, version=request.param))
+    return server[1][-1]
+
+
+@pytest.fixture
+def url(server: tuple[str, list[FakeZammad]], fake: FakeZammad) -> str:
+    return server[0]
+
+
+def connect(url: str, per_page: int = 2, **options: Any) -> ZammadConnector:
+    given = {"url": url, "token": TOKEN, "start": START, **SITE}
+    return ZammadConnector("zm", {**given, **options}, clock=lambda: NOW, per_page=per_page)
+
+
+class Store:
+    """What the monitor keeps of syncs: each batch's cursor, the latest fields, every
+    event once by id (an event sent again must be the same event)."""
+
+    def __init__(self) -> None:
+        self.cursor: dict[str, Any] | None = None
+        self.fields: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, dict[str, Event]] = {}
+        self.notes: list[str] = []
+        self.delivered: list[str] = []
+
+    def sync(self, connector: ZammadConnector, into: list[Batch] | None = None) -> list[Batch]:
+        batches = into if into is not None else []
+        for batch in connector.sync(self.cursor, threading.Event()):
+            batches.append(batch)
+            for change in batch.changes:
+                self.delivered.append(change.ticket)
+                self.fields[change.ticket] = dict(change.fields)
+                known = self.events.setdefault(change.ticket, {})
+                for event in change.events:
+                    assert known.setdefault(event.id, event) == event, "an event id changed"
+            self.cursor = batch.cursor
+            self.notes += batch.notes
+        return batches
+
+    def history(self, ticket: int) -> list[Event]:
+        return list(self.events[str(ticket)].values())
+
+
+def shape(events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    """A history as the engine replays it, without the source's ids."""
+    out: list[tuple[Any, ...]] = []
+    for e in rules.in_order(events):
+        if isinstance(e, Created):
+            fields = {k: e.fields[k] for k in ("status", "priority", "queue", "channel")}
+            out.append(("created", e.at, e.by, fields))
+        elif isinstance(e, Message):
+            out.append(("message", e.at, e.author, e.public))
+        elif isinstance(e, FieldChange):
+            out.append(("field", e.at, e.field, e.new))
+        elif isinstance(e, Rating):
+            out.append(("rating", e.at, e.survey, e.score))
+        else:
+            out.append(("removed", e.at, e.reason))
+    return out
+
+
+def zammad_events(story: scenario.Story) -> list[Event]:
+    """The scenario's history less what Zammad cannot tell: satisfaction ratings."""
+    return [e for e in scenario.expected_events(story) if not isinstance(e, Rating)]
+
+
+def searches(fake: FakeZammad) -> list[dict[str, Any]]:
+    return [body for method, path, body in fake.log if path.startswith(SEARCH)]
+
+
+def since(body: dict[str, Any]) -> str:
+    return str(body["condition"]["ticket.updated_at"]["value"])
+
+
+# -- the incremental sync ------------------------------------------------------------------
+
+
+def test_registered_as_zammad():
+    assert connector_types()["zammad"] is ZammadConnector
+
+
+@pytest.mark.parametrize("fake", [5, 6], ids=["zammad5-assets", "zammad6-array"], indirect=True)
+def test_a_multi_page_sync_delivers_every_story_once(fake, url):
+    ids = fake.load(STORIES)
+    store = Store()
+    batches = store.sync(connect(url, per_page=2))
+    # By updated_at: refund, printer | invoice, renewal | login. Each query starts at the
+    # newest instant delivered (inclusive), so it sees that ticket again and skips it.
+    assert [len(b.changes) for b in batches] == [2, 1, 1, 1, 0]
+    assert [b.done for b in batches] == [False, False, False, False, True]
+    assert sorted(store.delivered) == sorted(str(i) for i in ids.values())  # each once
+    for story in STORIES:
+        assert shape(store.history(ids[story.key])) == shape(zammad_events(story)), story.key
+    bodies = searches(fake)
+    assert [since(b) for b in bodies] == [iso(START)] + [
+        iso(minutes(m)) for m in (181, 200, 301, 400)
+    ]
+    for body in bodies:
+        assert "query" not in body  # the SQL path: no Elasticsearch, no index lag
+        assert body["condition"]["ticket.updated_at"]["operator"] == "after (absolute)"
+        assert (body["sort_by"], body["order_by"], body["page"], body["per_page"]) == (
+            "updated_at", "asc", 1, 2
+        )  # fmt: skip
+    assert [b.cursor["since"] for b in batches] == [
+        iso(minutes(m)) for m in (181, 200, 301, 400, 400)
+    ]
+    assert batches[-1].cursor["seen"] == {str(ids["login"]): iso(minutes(400))}
+    invoice = store.fields[str(ids["invoice"])]
+    assert invoice["queue"] == "Billing" and invoice["priority"] == "urgent"
+    assert invoice["status"] == "solved" and invoice["channel"] == "email"
+    assert invoice["url"] == f"{url}/#ticket/zoom/{ids['invoice']}"
+    assert invoice["requester"] == "invoice@x.test"
+    assert invoice["subject"] == "Invoice address wrong"
+    assert store.fields[str(ids["login"])]["channel"] == "web"
+    assert [b.newest for b in batches] == [minutes(m) for m in (181, 200, 301, 400)] + [NOW]
+    paths = [path.split("?")[0] for _, path, _ in fake.log]
+    for index in ("/api/v1/ticket_states", "/api/v1/ticket_priorities", "/api/v1/groups"):
+        assert paths.count(index) == 1  # reference data once per sync
+
+
+def test_tickets_sharing_one_instant_are_read_page_by_page(fake, url):
+    customer = fake.user("Cy Customer")
+    tickets = [fake.create(minutes(5), customer, title=f"T{n}") for n in range(5)]
+    later = fake.create(minutes(9), customer)
+    store = Store()
+    batches = store.sync(connect(url, per_page=2))
+    assert sorted(store.delivered) == sorted(str(t) for t in [*tickets, later])
+    assert len(store.delivered) == 6  # each once
+    bodies = searches(fake)
+    # The run at minute 5 outgrows a page: pages 2 and 3 of the same query, then onwards.
+    assert [(since(b), b["page"]) for b in bodies] == [
+        (iso(START), 1), (iso(minutes(5)), 1), (iso(minutes(5)), 2), (iso(minutes(5)), 3),
+        (iso(minutes(9)), 1),
+    ]  # fmt: skip
+    assert batches[-1].done and batches[-1].cursor["since"] == iso(minutes(9))
+
+
+def test_the_first_sync_reaches_back_to_start(fake, url):
+    customer = fake.user("Cy Customer")
+    old, new = fake.create(minutes(-2000), customer), fake.create(minutes(0), customer)
+    store = Store()
+    store.sync(connect(url, start=minutes(-60)))
+    assert store.delivered == [str(new)] and str(old) not in store.events
+    assert since(searches(fake)[0]) == iso(minutes(-60))
+
+
+def test_a_resumed_sync_brings_only_what_changed(fake, url):
+    ids = fake.load(STORIES)
+    store = Store()
+    store.sync(connect(url))
+    before = {t: set(events) for t, events in store.events.items()}
+    agent = next(u for u, user in fake.users.items() if user["role_ids"] == [2])
+    newcomer = fake.user("Nia Newcomer")
+    fresh = fake.create(minutes(500), newcomer, title="New one")
+    fake.article(ids["refund"], minutes(510), agent, "Agent")
+    fake.change(ids["refund"], minutes(510), agent, state="pending reminder")
+
+    restarted = Store()
+    restarted.cursor, restarted.events = store.cursor, store.events  # a new process
+    batches = restarted.sync(connect(url))
+    assert sorted(restarted.delivered) == sorted([str(fresh), str(ids["refund"])])
+    # The first query reaches back by the overlap; the ticket seen there is not fetched.
+    first = searches(fake)[-len(batches)]
+    assert since(first) == iso(minutes(400) - OVERLAP)
+    refund = str(ids["refund"])
+    added = set(restarted.events[refund]) - before[refund]
+    assert {type(restarted.events[refund][e]) for e in added} == {Message, FieldChange}
+    assert len(added) == 2
+    assert shape(restarted.history(fresh))[0][:3] == ("created", minutes(500), "customer")
+    fetched = [p.rstrip("?") for _, p, _ in fake.log if "/ticket_history/" in p]
+    assert fetched.count(f"/api/v1/ticket_history/{ids['login']}") == 1  # not again
+    again = restarted.sync(connect(url))  # nothing new: one empty, final batch
+    assert [(len(b.changes), b.done) for b in again] == [(0, True)]
+    assert again[0].cursor == batches[-1].cursor
+
+
+def test_the_overlap_catches_a_late_commit(fake, url):
+    customer = fake.user("Cy Customer")
+    fake.create(minutes(10), customer)
+    store = Store()
+    store.sync(connect(url))
+    assert store.cursor == {"since": iso(minutes(10)), "seen": {"1": iso(minutes(10))}}
+    # A change stamped before the newest one delivered, committed after that sync.
+    late = fake.create(minutes(8), customer)
+    store.sync(connect(url))
+    assert store.delivered == ["1", str(late)]
+
+
+def test_a_repeated_page_ends_the_sync(fake, url):
+    customer = fake.user("Cy Customer")
+    for n in range(3):
+        fake.create(minutes(5), customer, title=f"T{n}")
+    fake.repeat = True  # the search ignores `page`
+    store = Store()
+    batches = store.sync(connect(url, per_page=2))
+    assert batches[-1].done and not batches[-1].changes
+    assert any("repeated a page" in note for note in store.notes)
+    assert len(searches(fake)) == 3
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_a_rate_limited_sync_waits_as_told(fake, url):
+    ids = fake.load(STORIES)
+    fake.limit(every=6, retry_after=1)
+    store = Store()
+    store.sync(connect(url, per_page=5))
+    assert fake.windows >= 1 and fake.limited == fake.windows  # the budget ran out ...
+    assert fake.early == 0  # ... and nothing came before the wait was over
+    for story in STORIES:
+        assert shape(store.history(ids[story.key])) == shape(zammad_events(story))
+
+
+def test_a_5xx_burst_is_ridden_out(fake, url):
+    ids = fake.load(STORIES)
+    fake.fail("/ticket_history/", 500, 502, 503)
+    store = Store()
+    assert store.sync(connect(url))[-1].done
+    assert fake.faults == [("/ticket_history/", [])]
+    for story in STORIES:
+        assert shape(store.history(ids[story.key])) == shape(zammad_events(story))
+
+
+@pytest.mark.parametrize("where", ["search", "articles"])
+def test_a_truncated_page_keeps_the_cursor_before_it(fake, url, where):
+    ids = fake.load(STORIES)
+    # By updated_at: refund, printer | invoice, renewal | login.
+    if where == "search":
+        fake.fail(SEARCH, "pass", "truncate")
+    else:
+        fake.fail(f"/by_ticket/{ids['invoice']}", "truncate")
+    store = Store()
+    stored: list[Batch] = []
+    with pytest.raises(RetriableError, match="malformed answer"):
+        store.sync(connect(url), into=stored)
+    assert len(stored) == 1 and store.cursor == stored[0].cursor  # page one, no further
+    assert set(store.events) == {str(ids["refund"]), str(ids["printer"])}
+    store.sync(connect(url))  # the next poll reads the page again, and the rest
+    assert sorted(store.delivered) == sorted(str(i) for i in ids.values())
+    for story in STORIES:
+        assert shape(store.history(ids[story.key])) == shape(zammad_events(story))
+
+
+def test_a_revoked_token_stops_the_connector_without_the_token(fake, url):
+    fake.load(STORIES[:1])
+    Store().sync(connect(url))
+    fake.revoke()
+    with pytest.raises(FatalError) as caught:
+        Store().sync(connect(url))
+    assert "HTTP 401" in str(caught.value) and TOKEN not in str(caught.value)
+    answer = requests.post(f"{url}{SEARCH}", headers={"Authorization": f"Token token={TOKEN}"})
+    assert answer.status_code == 401 and "X-Failure" in answer.headers
+    assert answer.json() == {"error": "Invalid token!", "error_human": "Invalid token!"}
+
+
+def test_a_token_without_agent_permission_stops_the_connector(fake, url):
+    fake.load(STORIES[:1])
+    fake.fail("/ticket_history/", 403)  # B5: a customer's token may not read history
+    with pytest.raises(FatalError, match="HTTP 403") as caught:
+        Store().sync(connect(url))
+    assert TOKEN not in str(caught.value)
+    with pytest.raises(FatalError, match="token"):
+        ZammadConnector("zm", {"url": url})
+
+
+def test_the_token_is_sent_as_zammad_asks(fake, url):
+    ids = fake.load(STORIES[:1])
+    fake.credentials = {f"Token token={TOKEN}"}  # the fake takes this form only
+    store = Store()
+    connector = connect(url + "/api/v1/")  # the API's base given: the site is meant
+    store.sync(connector)
+    assert store.delivered == [str(ids["printer"])]
+    assert connector.ticket_url("7") == f"{url}/#ticket/zoom/7"
+
+
+# -- mappings ------------------------------------------------------------------------------
+
+
+def test_default_mappings():
+    values = ValueMap({}, {})
+    states = ("new", "open", "pending reminder", "pending close", "closed", "merged", "removed")
+    assert [values.status(s) for s in states] == [
+        "new", "open", "pending", "pending", "closed", "closed", "closed"
+    ]  # fmt: skip
+    assert [values.removal(s) for s in states] == [None] * 5 + ["merged", "deleted"]
+    assert [values.priority(p) for p in ("1 low", "2 normal", "3 high", None)] == [
+        "low", "normal", "high", "normal"
+    ]  # fmt: skip
+    kinds = ("email", "phone", "web", "chat", "sms", "twitter status",
+             "twitter direct-message", "facebook feed post", "facebook feed comment",
+             "facebook direct-message", "telegram personal-message", "whatsapp message",
+             "note", "fax", "")  # fmt: skip
+    assert [values.channel(k) for k in kinds] == [
+        "email", "phone", "web", "chat", *["social"] * 8, "other", "other", "other"
+    ]  # fmt: skip
+    assert values.notes() == []
+
+
+def test_overrides_and_unknown_values_noted_once(fake, url):
+    customer, agent = fake.user("Cy Customer"), fake.user("Al Agent", "Agent")
+    fake.state("waiting for vendor", 4)  # a site's own state of type pending action
+    fake.state("escalated", 9)  # a state type slamon does not know
+    fake.priority("5 critical")
+    fake.priority("P1")
+    held = fake.create(minutes(0), customer, state="waiting for vendor", priority="3 high",
+                       article_type="phone")  # fmt: skip
+    odd = [fake.create(minutes(m), customer, state="escalated", priority="P1") for m in (1, 2)]
+    fake.change(odd[0], minutes(5), agent, state="pending reminder", priority="5 critical")
+    connector = connect(url, statuses={"waiting for vendor": "on_hold", "pending reminder":
+                                       "on_hold"}, priorities={"3 high": "urgent"})  # fmt: skip
+    store = Store()
+    store.sync(connector)
+    assert {k: store.fields[str(held)][k] for k in ("status", "priority", "channel")} == {
+        "status": "on_hold", "priority": "urgent", "channel": "phone"
+    }  # fmt: skip
+    changes = [e for e in store.history(odd[0]) if isinstance(e, FieldChange)]
+    assert [(c.field, c.new, c.old) for c in changes] == [
+        ("status", "on_hold", "open"), ("priority", "normal", "normal")
+    ]  # fmt: skip
+    assert store.fields[str(odd[1])]["status"] == "open"
+    fake.article(odd[1], minutes(9), agent, "Agent")
+    store.sync(connector)  # the same unknown values again: no new notes
+    assert sorted(store.notes) == [
+        "zammad priority '5 critical' counted as normal; map it under `priorities:`",
+        "zammad priority 'P1' counted as normal; map it under `priorities:`",
+        "zammad state 'escalated' counted as open; map it under `statuses:`",
+    ]
+
+
+def test_authors_visibility_and_field_changes(fake, url):
+    customer, agent = fake.user("Cy Customer"), fake.user("Al Agent", "Agent")
+    support, tier2 = fake.group("Support"), fake.group("Support::2nd Level")
+    tid = fake.create(minutes(0), customer, group=support, article_type="web")
+    fake.article(tid, minutes(1), 1, "System")  # an auto-reply
+    fake.article(tid, minutes(2), agent, "Agent", internal=True)
+    fake.article(tid, minutes(3), agent, "Agent")
+    fake.change(tid, minutes(3), agent, state="open")
+    fake.change(tid, minutes(4), agent, group=tier2, priority="3 high")
+    fake.article(tid, minutes(5), customer, "Customer", kind="web")
+    store = Store()
+    store.sync(connect(url))
+    events = rules.in_order(store.history(tid))
+    created = events[0]
+    assert isinstance(created, Created) and created.by == "customer"
+    assert created.fields == {"status": "new", "priority": "normal", "queue": "Support",
+                              "channel": "web", "type": "", "tags": frozenset()}  # fmt: skip
+    assert [(e.author, e.public) for e in events if isinstance(e, Message)] == [
+        ("customer", True), ("system", True), ("agent", False), ("agent", True),
+        ("customer", True),
+    ]  # fmt: skip
+    assert [(e.field, e.new, e.old) for e in events if isinstance(e, FieldChange)] == [
+        ("status", "open", "new"),
+        ("queue", "Support::2nd Level", "Support"),
+        ("priority", "high", "normal"),
+    ]
+    # The reply and the state change of minute 3 keep the order the history logged.
+    at3 = [type(e).__name__ for e in events if e.at == minutes(3)]
+    assert at3 == ["Message", "FieldChange"]
+    assert [e.seq for e in events] == sorted(e.seq for e in events)
+    assert len({e.id for e in events}) == len(events)
+    assert store.fields[str(tid)]["queue"] == "Support::2nd Level"
+    assert store.fields[str(tid)]["priority"] == "high"
+
+
+def test_merges_and_removals_remove_the_ticket(fake, url):
+    customer, agent = fake.user("Cy Customer"), fake.user("Al Agent", "Agent")
+    merged, removed, vanished, kept = (fake.create(minutes(m), customer) for m in range(4))
+    fake.merge(merged, kept, minutes(10), agent)
+    fake.remove(removed, minutes(11), agent)
+    fake.article(vanished, minutes(12), agent, "Agent")
+    fake.fail(f"/by_ticket/{vanished}", 404)  # deleted between the search and this
+    store = Store()
+    store.sync(connect(url))
+    assert shape(store.history(merged))[-1] == ("removed", minutes(10), "merged")
+    assert shape(store.history(removed))[-1] == ("removed", minutes(11), "deleted")
+    assert shape(store.history(vanished)) == [("removed", minutes(12), "deleted")]
+    for tid in (merged, removed, vanished):
+        assert store.fields[str(tid)]["status"] == "closed"  # not counted as open
+    assert not any(isinstance(e, Removed) for e in store.history(kept))
+    assert not any(isinstance(e, FieldChange) for e in store.history(merged))
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+
+def test_webhook_signatures(url):
+    signed = connect(url, webhook_secret=SECRET)
+    assert signed.verify_webhook(SIGNED, BODY)
+    assert signed.verify_webhook({"x-hub-signature": SIGNED["X-Hub-Signature"].upper()}, BODY)
+    assert not signed.verify_webhook(SIGNED, BODY.replace(b"5", b"6"))
+    assert not signed.verify_webhook({"X-Hub-Signature": "sha256=" + "0" * 64}, BODY)
+    assert not signed.verify_webhook({"X-Hub-Signature": "fcc6f0f39ca469a2"}, BODY)
+    assert not signed.verify_webhook({}, BODY)
+    assert not connect(url, webhook_secret="another").verify_webhook(SIGNED, BODY)
+    assert not connect(url).verify_webhook(SIGNED, BODY)  # no secret: nothing passes
+
+
+# -- the scenario through the monitor --------------------------------------------------------
+
+
+def monitor_app(tmp_path: Path, url: str, connector: ZammadConnector) -> Any:
+    config = {
+        "database": f"sqlite:///{tmp_path / 'slamon.db'}",
+        **scenario.RULES,
+        "connectors": [{"name": "zm", "type": "zammad", "url": url, "token": TOKEN,
+                        "webhook_secret": SECRET, "start": START.isoformat(), **SITE}],
+    }  # fmt: skip
+    path = tmp_path / "slamon.yaml"
+    path.write_text(yaml.safe_dump(config))
+    loaded = load_config(path, now=NOW)
+    options = loaded.connectors[0].options()
+    assert options["token"] == TOKEN and options["statuses"] == SITE["statuses"]
+    app = create_app(loaded, clock=lambda: NOW, connectors={"zm": connector})
+    upgrade(app)
+    register_connectors(app)
+    return app
+
+
+def engine_rows(events: list[Event]) -> list[tuple[Any, ...]]:
+    expected = rules.evaluate("zm", events, RULES, NOW)
+    return sorted(
+        (c.metric, c.cycle, c.state, c.started_at, c.deadline, c.stopped_at,
+         c.elapsed_seconds, c.target_seconds)
+        for c in expected.clocks
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("fake", [5, 6], ids=["zammad5-assets", "zammad6-array"], indirect=True)
+def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
+    ids = fake.load(STORIES)
+    given = {"url": url, "token": TOKEN, "start": START, "webhook_secret": SECRET, **SITE}
+    connector = ZammadConnector("zm", given, clock=lambda: NOW, per_page=2)
+    app = monitor_app(tmp_path, url, connector)
+    assert app.extensions["slamon"].scheduler.sync_once("zm")
+    with app.app_context():
+        for story in STORIES:
+            ticket = db.session.scalars(
+                select(Ticket).where(Ticket.source_id == str(ids[story.key]))
+            ).one()
+            rows = db.session.scalars(
+                select(ClockRow).where(ClockRow.ticket_id == ticket.id).order_by(
+                    ClockRow.metric, ClockRow.cycle)
+            ).all()  # fmt: skip
+            stored = [
+                (r.metric, r.cycle, r.state, _at(r.started_at), _at(r.deadline),
+                 _at(r.stopped_at), r.elapsed, r.target)
+                for r in rows
+            ]  # fmt: skip
+            wanted = engine_rows(scenario.expected_events(story))
+            assert stored == wanted, story.key
+            assert stored, story.key
+            assert ticket.status == story.status_at_end()
+            # The one step left out (ratings) changes no clock.
+            assert engine_rows(zammad_events(story)) == wanted
+    # A webhook with a bad signature is refused and stores nothing; a good one is taken.
+    client = app.test_client()
+    with app.app_context():
+        events = db.session.query(EventRow).count()
+    bad = {"X-Hub-Signature": "sha1=" + "0" * 40}
+    assert client.post("/api/v1/webhooks/zm", data=BODY, headers=bad).status_code == 401
+    with app.app_context():
+        assert db.session.query(EventRow).count() == events
+    assert client.post("/api/v1/webhooks/zm", data=BODY, headers=SIGNED).status_code == 202
+
+
+def _at(value: float | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
