@@ -113,6 +113,34 @@ class Calendar:
             out.append(at_b - at_a)
         return out
 
+    def span(
+        self, start: float, end: float, target: float, risk: float | None
+    ) -> tuple[float, float, float | None]:
+        """Three answers about one span in one look-up (a clock's hot path): the business
+        seconds in [start, end), ``add(start, target)`` and ``reach(start, risk)``."""
+        table = self._table
+        if (
+            table is not None
+            and table.covers_from <= start < table.covers_to
+            and table.covers_from <= end < table.covers_to
+        ):
+            starts, before, through = table.starts, table.before, table.through
+            at = _position(table, start)
+            elapsed = _position(table, end) - at
+            j = bisect_right(through, at + target)
+            if j < len(starts) and starts[j] < table.covers_to:
+                deadline = max(start, starts[j] + max(0.0, at + target - before[j]))
+                if risk is None:
+                    return elapsed, deadline, None
+                if risk <= 0:
+                    return elapsed, deadline, start
+                k = bisect_left(through, at + risk)
+                if k < len(starts) and starts[k] < table.covers_to:
+                    return elapsed, deadline, starts[k] + (at + risk - before[k])
+        # near the edge of the table: the general answers grow it as needed
+        reached = None if risk is None else self.reach(start, risk)
+        return self.seconds_between(start, end), self.add(start, target), reached
+
     def add(self, start: float, seconds: float) -> float:
         """The latest instant by which no more than ``seconds`` business seconds have
         elapsed since ``start``: a deadline. It is always open or an opening instant, so

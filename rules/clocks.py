@@ -12,8 +12,9 @@ import datetime as dt
 import math
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import accumulate
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 from rules.calendar import Calendar
@@ -93,14 +94,13 @@ def state_at(state: State, deadline: Any, at_risk_at: Any, instant: Any) -> Stat
     return "on_track"
 
 
-@dataclass(frozen=True, slots=True)
-class Evaluation:
+class Evaluation(NamedTuple):
     """Everything the engine says about one ticket as of an instant."""
 
     fields: Mapping[str, FieldValue]
     policy: str | None
     clocks: tuple[Clock, ...]
-    ratings: Mapping[str, int] = field(default_factory=dict)  # survey -> latest score
+    ratings: Mapping[str, int] = MappingProxyType({})  # survey -> latest score
     created_at: dt.datetime | None = None
     removed: bool = False
 
@@ -181,19 +181,19 @@ def evaluate(
     if replay.created_at is None:
         return Evaluation(fields={}, policy=None, clocks=())
     at_now = now.timestamp()
-    judged = (_judge(run, replay.timeline, at_now) for run in replay.runs())
-    clocks = tuple(clock for clock in judged if clock is not None)
-    kept = {(c.metric, c.cycle): c for c in previous}
-    if kept:
+    timeline = replay.timeline
+    clocks = tuple([c for run in replay.runs() if (c := _judge(run, timeline, at_now))])
+    if previous:
+        kept = {(c.metric, c.cycle): c for c in previous}
         clocks = tuple(_keep_result(c, kept.get((c.metric, c.cycle))) for c in clocks)
-    current = replay.timeline.policy[-1]
-    return Evaluation(
-        fields=dict(replay.fields),
-        policy=current.name if current else None,
-        clocks=clocks,
-        ratings=dict(replay.ratings),
-        created_at=_instant(replay.created_at),
-        removed=replay.removed,
+    current = timeline.policy[-1]
+    return Evaluation(  # the replay's own dicts: it ends here
+        replay.fields,
+        current.name if current else None,
+        clocks,
+        replay.ratings,
+        _instant(replay.created_at),
+        replay.removed,
     )
 
 
@@ -337,16 +337,14 @@ def _measure(
     """Elapsed business time over ``spans`` and the instants at which it exceeds the
     target (deadline) and reaches the warning threshold. When ``open_ended`` the last
     span goes on past its end (the clock is running now)."""
-    if len(spans) == 1:  # most clocks never pause: one span, three calendar questions
+    if len(spans) == 1:  # most clocks never pause: one span, one calendar look-up
         a, b = spans[0]
-        elapsed = calendar.seconds_between(a, b)
-        if open_ended or elapsed > target:
-            deadline = calendar.add(a, target)
-        else:
-            deadline = None
-        if risk is not None and (open_ended or elapsed >= risk):
-            return _Measure(elapsed, deadline, calendar.reach(a, risk))
-        return _Measure(elapsed, deadline, None)
+        elapsed, due, risky = calendar.span(a, b, target, risk)
+        if open_ended:
+            return _Measure(elapsed, due, risky)
+        # the clock stopped running at b: only what it reached counts
+        reached = risky if risk is not None and elapsed >= risk else None
+        return _Measure(elapsed, due if elapsed > target else None, reached)
     elapsed = 0.0
     deadline = at_risk_at = None
     last = len(spans) - 1

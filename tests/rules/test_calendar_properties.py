@@ -10,6 +10,7 @@ southern hemisphere (Sydney) and a 30-minute DST shift (Lord Howe).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from functools import cache
 from zoneinfo import ZoneInfo
@@ -431,3 +432,33 @@ def test_answers_do_not_depend_on_earlier_questions(
     assert (used.seconds_between(a, b), used.add(a, n), used.reach(a, n), used.is_open(b)) == (
         expected
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.integers(0, 3 * 365 * 86400),
+    length=st.integers(0, 40 * 86400),
+    target=st.integers(1, 30 * 8 * 3600),
+    risk=st.one_of(st.none(), st.integers(0, 30 * 8 * 3600)),
+)
+def test_span_answers_what_the_three_questions_answer(start, length, target, risk):
+    """``Calendar.span`` is the hot path's one look-up for three questions: it must give
+    exactly their answers, also near the edge of the table it has built so far."""
+    calendar = _berlin_office_for_span()
+    a = 1_735_689_600 + start  # 2025-01-01
+    b = a + length
+    calendar.seconds_between(a, a)  # the table covers a's years: span's own look-up runs
+    assert calendar.span(a, b, target, risk) == (
+        calendar.seconds_between(a, b),
+        calendar.add(a, target),
+        None if risk is None else calendar.reach(a, risk),
+    )
+
+
+@functools.cache
+def _berlin_office_for_span():
+    from rules import load_rules
+
+    spec = {"name": "o", "timezone": "Europe/Berlin", "holidays": {"country": "DE"},
+            "hours": {"mon-fri": ["09:00-12:30", "13:30-18:00"], "sat": "10:00-14:00"}}  # fmt: skip
+    return load_rules({"calendars": [spec]}).calendars["o"]
