@@ -1,0 +1,385 @@
+"""The ``helpscout`` connector: Help Scout's Mailbox API 2.0 conversations, each changed
+conversation's threads, OAuth2 client credentials and webhook signatures (HELPDESK-APIS.md,
+"PART B — HELP SCOUT MAILBOX API 2.0").
+
+The walk: ``GET /v2/conversations?status=all&sortField=modifiedAt&sortOrder=asc&
+modifiedSince=…`` (25 a page, HAL: ``_embedded.conversations``, absent on an empty page,
+``page.totalPages``, ``_links.next``), every changed conversation's threads beside it (all
+pages of ``/v2/conversations/{id}/threads``), one Batch per page. The v2 conversation has no
+``modifiedAt``, so the watermark is the latest change the list shows of each conversation
+(``createdAt``, ``userUpdatedAt``, ``closedAt``, ``customerWaitingSince.time``; never later
+than the real modification). Each list query starts a minute before the watermark; what was
+already delivered from that minute is recognised by conversation id + that time and skipped
+(it is only remembered once its second has passed on the server, ``Date``). After a page that
+moved the watermark the list is asked again from the new one (page 1), so a conversation
+changed while the walk runs cannot shift another past a page already read ("page drift").
+A failure anywhere on a page ends the sync before its Batch: the stored cursor stays behind
+the page, and the next poll reads it again.
+
+OAuth2: ``POST {url}/v2/oauth2/token`` (client credentials); the access token is kept until
+a minute before ``expires_in`` runs out, and a 401 gets one fresh token before it counts as
+revoked credentials. Rate limits: a 429's ``X-RateLimit-Retry-After`` is honoured (the
+``Retry-After`` of the legacy API too).
+
+Options (CONTRACT.md): ``url`` (default the public API), ``app_id``, ``app_secret``,
+``mailboxes`` (ids or names), ``start``, ``statuses``, ``priorities`` (keys: tags),
+``webhook_secret``. The mapping's limits are in connectors/helpscout_mapping.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import email.utils
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import requests
+from requests.auth import AuthBase
+
+from connectors.base import (
+    Batch,
+    Connector,
+    Cursor,
+    FatalError,
+    RetriableError,
+    TicketChange,
+    register,
+)
+from connectors.helpscout_mapping import ValueMap, fields_of, history, instant, iso, stamp
+from connectors.http import Http
+from rules.events import Removal
+
+API = "https://api.helpscout.net"
+TOKEN = "/v2/oauth2/token"
+LIST = "/v2/conversations"
+OVERLAP = dt.timedelta(seconds=60)
+SETTLED = dt.timedelta(seconds=2)  # a second this far back on the server is closed
+TOKEN_MARGIN = 60.0  # seconds before expiry a token is renewed
+START_BACK = dt.timedelta(days=30)
+WEB = "https://secure.helpscout.net/conversation"
+SIGNATURE = "X-HelpScout-Signature"
+MAX_PAGES = 10_000  # of one conversation's threads: a loop guard
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class _Bearer(AuthBase):
+    def __init__(self, connector: HelpscoutConnector) -> None:
+        self.connector = connector
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        token = self.connector._token
+        if token is not None and not str(request.url).endswith(TOKEN):
+            request.headers["Authorization"] = f"Bearer {token}"
+        return request
+
+
+def _rate_headers(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """Help Scout names its wait ``X-RateLimit-Retry-After``; Http reads ``Retry-After``."""
+    wait = response.headers.get("X-RateLimit-Retry-After")
+    if response.status_code == 429 and wait is not None and "Retry-After" not in response.headers:
+        response.headers["Retry-After"] = wait
+
+
+@register
+class HelpscoutConnector(Connector):
+    """Help Scout; see the module's docstring."""
+
+    type = "helpscout"
+
+    def __init__(
+        self,
+        name: str,
+        options: Mapping[str, Any],
+        *,
+        clock: Callable[[], dt.datetime] = _utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name, options)
+        self.base = str(options.get("url") or API).rstrip("/")
+        app_id, secret = options.get("app_id"), options.get("app_secret")
+        if not app_id or not secret:
+            raise FatalError("helpscout: give app_id and app_secret")
+        self.app_id, self.app_secret = str(app_id), str(secret)
+        self._clock, self._monotonic = clock, monotonic
+        start = options.get("start")
+        self.start = _aware(start) if start is not None else clock() - START_BACK
+        self.mapping = ValueMap(options.get("statuses") or {}, options.get("priorities") or {})
+        self.mailbox_filter = [str(m) for m in options.get("mailboxes") or ()]
+        secret_hook = options.get("webhook_secret")
+        self.webhook_secret = str(secret_hook) if secret_hook else None
+        self._token: str | None = None
+        self._expires = 0.0
+        self.tokens_fetched = 0
+
+    def ticket_url(self, ticket: str) -> str:
+        return f"{WEB}/{ticket}"
+
+    # -- OAuth2 --------------------------------------------------------------------------
+
+    def _authorize(self, http: Http, renew: bool = False) -> None:
+        if not renew and self._token is not None and self._monotonic() < self._expires:
+            return
+        self._token = None
+        data = {"grant_type": "client_credentials", "client_id": self.app_id,
+                "client_secret": self.app_secret}  # fmt: skip
+        asked = self._monotonic()
+        try:
+            response = http.request("POST", TOKEN, data=data)
+        except FatalError:
+            raise FatalError(
+                "helpscout: the token endpoint refused app_id/app_secret (HTTP 401/403); "
+                "check the app and that its user is active"
+            ) from None
+        if response.status_code == 404:
+            raise FatalError(f"helpscout: no token endpoint at {self.base}{TOKEN}")
+        try:
+            body = response.json()
+            token, lifetime = str(body["access_token"]), float(body.get("expires_in") or 0)
+        except (ValueError, KeyError, TypeError):
+            raise RetriableError("helpscout: a malformed answer from the token endpoint") from None
+        self._token, self.tokens_fetched = token, self.tokens_fetched + 1
+        self._expires = asked + max(0.0, lifetime - TOKEN_MARGIN)
+        http.secrets = sorted({*http.secrets, token}, key=len, reverse=True)
+
+    def _get(self, http: Http, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """A GET with the access token, renewed once when refused; the response."""
+        self._authorize(http)
+        for renewed in (False, True):
+            try:
+                return http.request("GET", path, params=params, allow_redirects=False)
+            except FatalError as exc:
+                if renewed or "HTTP 401" not in str(exc):
+                    raise FatalError(
+                        f"helpscout: {path.split('?')[0]} refused the access token of app "
+                        f"{self.app_id} ({'HTTP 401' if 'HTTP 401' in str(exc) else 'HTTP 403'})"
+                        "; check the app, its user and its permissions"
+                    ) from None
+                self._authorize(http, renew=True)
+        raise AssertionError("unreachable")
+
+    # -- the sync ------------------------------------------------------------------------
+
+    def sync(self, cursor: Cursor | None, stop: threading.Event) -> Iterator[Batch]:
+        http = Http("helpscout", self.base, stop, auth=_Bearer(self),
+                    secrets=[self.app_secret, self._token or ""])  # fmt: skip
+        http.session.hooks["response"].append(_rate_headers)
+        window = _Window.load(cursor, self.start)
+        mailboxes = self._mailboxes(http)
+        params: dict[str, Any] = {"status": "all", "sortField": "modifiedAt", "sortOrder": "asc"}
+        if self.mailbox_filter:
+            params["mailbox"] = ",".join(self._mailbox_ids(mailboxes))
+        page, since = 1, window.since
+        while True:
+            query = {**params, "modifiedSince": iso(since - OVERLAP), "page": page}
+            response = self._get(http, LIST, query)
+            body, server_now = _page(response, "conversations", LIST), _server_time(response)
+            changes = []
+            for conversation in body["_embedded"]["conversations"]:
+                if not _has_id(conversation):
+                    continue
+                change = self._change(http, conversation, mailboxes, window, server_now)
+                if change is not None:
+                    changes.append(change)
+            following = _has_next(body)
+            newest = self._clock() if not following else window.since
+            yield Batch(changes, window.dump(), newest=newest, done=not following,
+                        notes=tuple(self.mapping.notes()))  # fmt: skip
+            if not following or stop.is_set():
+                return
+            if window.since > since:  # ask again from the new watermark
+                page, since = 1, window.since
+            else:
+                page += 1
+
+    def _change(
+        self,
+        http: Http,
+        conversation: dict[str, Any],
+        mailboxes: Mapping[str, str],
+        window: _Window,
+        server_now: dt.datetime,
+    ) -> TicketChange | None:
+        cid = str(conversation["id"])
+        try:
+            at = stamp(conversation)
+        except (KeyError, TypeError, ValueError):
+            raise RetriableError(f"helpscout: conversation {cid} is not as documented") from None
+        key = f"{cid}@{int(at.timestamp())}"
+        if not window.fresh(key):
+            return None
+        threads, gone = self._threads(http, cid, conversation)
+        try:
+            fields = fields_of(conversation, mailboxes, self.mapping, self.ticket_url(cid))
+            events = history(conversation, threads, mailboxes, self.mapping, gone)
+            created = instant(conversation["createdAt"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RetriableError(
+                f"helpscout: conversation {cid} or its threads are not as documented "
+                f"({type(exc).__name__})"
+            ) from None
+        if gone:
+            fields["status"] = "closed"
+        window.take(key, at, server_now - SETTLED)
+        return TicketChange(cid, fields, events, created_at=created,
+                            updated_at=max((e.at for e in events), default=at))  # fmt: skip
+
+    def _threads(
+        self, http: Http, cid: str, conversation: Mapping[str, Any]
+    ) -> tuple[list[dict[str, Any]] | None, Removal | None]:
+        """Every thread of a conversation (newest first on the wire), or None and why not:
+        301 (merged into another), 404 (deleted)."""
+        if conversation.get("state") == "deleted":
+            return None, "deleted"
+        path, threads = f"{LIST}/{int(cid)}/threads", []
+        for page in range(1, MAX_PAGES):
+            response = self._get(http, path, {"page": page})
+            if response.status_code in (301, 302, 303, 307, 308):
+                return None, "merged"
+            if response.status_code == 404:
+                return None, "deleted"
+            body = _page(response, "threads", path)
+            threads += [t for t in body["_embedded"]["threads"] if isinstance(t, dict)]
+            if not _has_next(body):
+                return threads, None
+        raise RetriableError(f"helpscout: {path} did not end")
+
+    def _mailboxes(self, http: Http) -> dict[str, str]:
+        """Mailbox names by id (the queue); ids stand in when they cannot be read."""
+        names: dict[str, str] = {}
+        for page in range(1, MAX_PAGES):
+            response = self._get(http, "/v2/mailboxes", {"page": page})
+            if response.status_code != 200:
+                return names
+            body = _page(response, "mailboxes", "/v2/mailboxes")
+            for box in body["_embedded"]["mailboxes"]:
+                if isinstance(box, dict) and box.get("id") is not None:
+                    names[str(box["id"])] = str(box.get("name") or box["id"])
+            if not _has_next(body):
+                return names
+        return names
+
+    def _mailbox_ids(self, mailboxes: Mapping[str, str]) -> list[str]:
+        by_name = {name.lower(): mid for mid, name in mailboxes.items()}
+        ids = []
+        for wanted in self.mailbox_filter:
+            found = wanted if wanted.isdigit() else by_name.get(wanted.lower())
+            if found is None:
+                raise FatalError(f"helpscout: no mailbox {wanted!r} (mailboxes: by id or name)")
+            ids.append(found)
+        return ids
+
+    # -- webhooks ------------------------------------------------------------------------
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
+        """Help Scout's signature: base64(HMAC-SHA1(raw body)) keyed by the secret."""
+        signature = _header(headers, SIGNATURE)
+        if not self.webhook_secret or not signature:
+            return False
+        digest = hmac.new(self.webhook_secret.encode(), body, hashlib.sha1).digest()
+        return hmac.compare_digest(base64.b64encode(digest), signature.strip().encode())
+
+
+class _Window:
+    """The cursor: every change before ``since`` is delivered, and ``seen`` names what was
+    delivered from the overlap (``"<id>@<unix time>"``)."""
+
+    def __init__(self, since: dt.datetime, seen: set[str] | None = None) -> None:
+        self.since, self.seen = since, seen or set()
+        self.taken: set[str] = set()
+
+    @classmethod
+    def load(cls, cursor: Cursor | None, start: dt.datetime) -> _Window:
+        if cursor is None:
+            return cls(start)
+        try:
+            return cls(instant(cursor["since"]), {str(k) for k in cursor.get("seen", ())})
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise FatalError(f"helpscout: not a cursor of this connector: {cursor!r}") from None
+
+    def fresh(self, key: str) -> bool:
+        return key not in self.seen and key not in self.taken
+
+    def take(self, key: str, at: dt.datetime, settled_before: dt.datetime) -> None:
+        self.since = max(self.since, at)
+        self.taken.add(key)
+        if at <= settled_before:
+            self.seen.add(key)
+
+    def dump(self) -> Cursor:
+        floor = (self.since - OVERLAP - dt.timedelta(seconds=1)).timestamp()
+        seen = sorted(k for k in self.seen if int(k.rpartition("@")[2]) >= floor)
+        return {"since": iso(self.since), "seen": seen}
+
+
+def _page(response: requests.Response, key: str, path: str) -> dict[str, Any]:
+    """A HAL page; an empty one has no ``_embedded`` (it is given an empty list here)."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise RetriableError(
+            f"helpscout: a malformed answer from {path} "
+            f"(HTTP {response.status_code}, {len(response.content)} bytes)"
+        ) from None
+    if not isinstance(body, dict) or response.status_code != 200:
+        raise RetriableError(f"helpscout: {path} answered HTTP {response.status_code}")
+    embedded = body.get("_embedded")
+    if embedded is None:
+        body["_embedded"] = {key: []}
+    elif not isinstance(embedded, dict) or not isinstance(embedded.get(key, []), list):
+        raise RetriableError(f"helpscout: {path} answered without a {key!r} list")
+    else:
+        embedded.setdefault(key, [])
+    return body
+
+
+def _has_id(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("id"), int)
+
+
+def _has_next(body: Mapping[str, Any]) -> bool:
+    """A next page: the ``next`` link, or ``page.number`` below ``page.totalPages``."""
+    links = body.get("_links") or {}
+    if isinstance(links, dict) and isinstance(links.get("next"), dict):
+        return True
+    page = body.get("page") or {}
+    number, total = page.get("number"), page.get("totalPages")
+    return isinstance(number, int) and isinstance(total, int) and 0 < number < total
+
+
+def _server_time(response: requests.Response) -> dt.datetime:
+    value = response.headers.get("Date")
+    if value:
+        try:
+            return email.utils.parsedate_to_datetime(value).astimezone(dt.UTC)
+        except (TypeError, ValueError):
+            pass
+    return _utc_now()
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return value
+
+
+def _aware(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise FatalError(f"helpscout: start is not a point in time: {value!r}") from None
+    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if not isinstance(value, dt.datetime):
+        raise FatalError(f"helpscout: start is not a point in time: {value!r}")
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

@@ -1,0 +1,524 @@
+"""The Help Scout connector against a fake Mailbox API 2.0 on loopback
+(tests/fakes/helpscout.py): the conversation list page by page, resumed from a stored
+cursor, through rate limits, 5xx bursts, truncated pages, expired and revoked tokens; the
+default mappings and their overrides; webhook signatures; and the shared scenario, synced
+into a real monitor, giving the clocks the engine gives for the story itself.
+
+Help Scout cannot tell all of the scenario (connectors/helpscout_mapping.py): it has no
+``new`` status (a conversation starts active, i.e. open), no priority history (priorities
+come from tags mapped in the config, as of the first read), no list of ratings, and no ``web``
+channel. :func:`told` is the story without those steps; none of them changes a clock here.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+from sqlalchemy import select
+
+import rules
+from connectors import Batch, FatalError, RetriableError, connector_types
+from connectors.helpscout import HelpscoutConnector
+from connectors.helpscout_mapping import ValueMap
+from monitor import create_app, register_connectors
+from monitor.config import load_config
+from monitor.database import upgrade
+from monitor.models import ClockRow, EventRow, Ticket, db
+from rules.events import Created, Event, FieldChange, Message, Rating, Removed
+from tests.fakes import scenario
+from tests.fakes.helpscout import FakeHelpScout
+from tests.fakes.scenario import STORIES, T0, Story
+from tests.fakes.serve import serving
+
+APP_ID, APP_SECRET = "hs-app-7c1d", "hs-s3cret-9f8e7d6c5b4a"
+NOW = T0 + dt.timedelta(days=2)
+RULES = rules.load_rules(scenario.RULES)
+PRIORITY_TAGS = {"low": "low", "high": "high", "urgent": "urgent"}
+SECRET = "hs-webhook-secret-0123456789"
+BODY = b'{"id":12345,"number":42,"status":"active"}'
+LIST = "/v2/conversations"
+
+
+def minutes(m: float) -> dt.datetime:
+    return T0 + dt.timedelta(minutes=m)
+
+
+def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
+    """The doc's PHP: base64_encode(hash_hmac('sha1', $data, SECRET, true))."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha1).digest()
+    return {"X-HelpScout-Signature": base64.b64encode(digest).decode(),
+            "X-HelpScout-Event": "convo.created"}  # fmt: skip
+
+
+def told(story: Story) -> Story:
+    """The story as Help Scout can tell it: no later priority changes, no ratings."""
+    steps = tuple(s for s in story.steps if s.kind not in ("priority", "rating"))
+    return dataclasses.replace(story, steps=steps)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, list[FakeHelpScout]]]:
+    fakes: list[FakeHelpScout] = []
+
+    def app(environ: Any, start_response: Any) -> Any:
+        return fakes[-1].app(environ, start_response)
+
+    with serving(app) as base:
+        yield base, fakes
+
+
+@pytest.fixture
+def fake(server: tuple[str, list[FakeHelpScout]]) -> FakeHelpScout:
+    server[1].append(FakeHelpScout(APP_ID, APP_SECRET))
+    return server[1][-1]
+
+
+@pytest.fixture
+def url(server: tuple[str, list[FakeHelpScout]], fake: FakeHelpScout) -> str:
+    return server[0]
+
+
+def connect(url: str, **options: Any) -> HelpscoutConnector:
+    given = {"url": url, "app_id": APP_ID, "app_secret": APP_SECRET,
+             "start": T0 - dt.timedelta(days=1), "priorities": PRIORITY_TAGS}  # fmt: skip
+    monotonic = options.pop("monotonic", None)
+    extra = {"monotonic": monotonic} if monotonic else {}
+    return HelpscoutConnector("hs", {**given, **options}, clock=lambda: NOW, **extra)
+
+
+class Store:
+    """What the monitor keeps: each batch's cursor, the latest fields, every event once."""
+
+    def __init__(self) -> None:
+        self.cursor: dict[str, Any] | None = None
+        self.fields: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, dict[str, Event]] = {}
+        self.notes: list[str] = []
+
+    def sync(self, connector: HelpscoutConnector, into: list[Batch] | None = None) -> list[Batch]:
+        batches = into if into is not None else []
+        for batch in connector.sync(self.cursor, threading.Event()):
+            batches.append(batch)
+            for change in batch.changes:
+                self.fields[change.ticket] = dict(change.fields)
+                known = self.events.setdefault(change.ticket, {})
+                for event in change.events:
+                    assert known.setdefault(event.id, event) == event, "an event id changed"
+            self.cursor = batch.cursor
+            self.notes += batch.notes
+        return batches
+
+    def history(self, ticket: int) -> list[Event]:
+        return list(self.events[str(ticket)].values())
+
+
+def shape(events: Sequence[Event], new_is_open: bool = False) -> list[tuple[Any, ...]]:
+    """A history as the engine replays it, without the source's ids. ``new_is_open``: as
+    Help Scout tells it, where a conversation starts open, so "open" again is no change."""
+    out: list[tuple[Any, ...]] = []
+    status: Any = None
+    for e in rules.in_order(events):
+        if isinstance(e, Created):
+            fields = {k: e.fields[k] for k in ("status", "priority", "queue")}
+            if new_is_open and fields["status"] == "new":
+                fields["status"] = "open"
+            status = fields["status"]
+            out.append(("created", e.at, e.by, fields))
+        elif isinstance(e, FieldChange) and e.field == "status" and new_is_open:
+            if e.new != status:
+                out.append(("field", e.at, e.field, e.new))
+            status = e.new
+        elif isinstance(e, Message):
+            out.append(("message", e.at, e.author, e.public))
+        elif isinstance(e, FieldChange):
+            out.append(("field", e.at, e.field, e.new))
+        elif isinstance(e, Rating):
+            out.append(("rating", e.at, e.survey, e.score))
+        else:
+            out.append(("removed", e.at, e.reason))
+    return out
+
+
+def as_told(story: Story) -> list[tuple[Any, ...]]:
+    return shape(scenario.expected_events(told(story)), new_is_open=True)
+
+
+def requests_to(fake: FakeHelpScout, path: str) -> list[dict[str, list[str]]]:
+    return [
+        parse_qs(urlsplit(p.split(" ", 1)[1]).query)
+        for p in fake.log
+        if urlsplit(p.split(" ", 1)[1]).path == path
+    ]
+
+
+# -- the incremental sync ------------------------------------------------------------------
+
+
+def test_registered_as_helpscout():
+    assert connector_types()["helpscout"] is HelpscoutConnector
+
+
+def test_a_multi_page_sync_delivers_every_story_once(fake, url):
+    ids = fake.load(STORIES)
+    fake.page_size = 2
+    store = Store()
+    batches = store.sync(connect(url))
+    assert batches[-1].done and not any(b.done for b in batches[:-1])
+    delivered = [c.ticket for b in batches for c in b.changes]
+    assert sorted(delivered) == sorted(str(i) for i in ids.values())  # each once
+    for story in STORIES:
+        assert shape(store.history(ids[story.key])) == as_told(story), story.key
+    pages = requests_to(fake, LIST)
+    assert len(pages) >= 3
+    assert all(p["status"] == ["all"] and p["sortField"] == ["modifiedAt"] for p in pages)
+    assert all(p["sortOrder"] == ["asc"] for p in pages)
+    # The first reaches back to start (less the overlap); each later one starts a minute
+    # before what was delivered.
+    assert pages[0]["modifiedSince"] == ["2026-11-22T08:59:00Z"]
+    assert [c["since"] for c in (b.cursor for b in batches)] == sorted(
+        b.cursor["since"] for b in batches
+    )
+    assert fake.token_requests == 1
+    invoice = store.fields[str(ids["invoice"])]
+    assert invoice["queue"] == "Billing" and invoice["priority"] == "low"
+    assert invoice["url"] == f"https://secure.helpscout.net/conversation/{ids['invoice']}"
+    assert invoice["requester"] == "invoice@customer.test" and invoice["status"] == "solved"
+    assert batches[-1].newest == NOW
+
+
+def test_threads_are_read_page_by_page(fake, url):
+    box = fake.mailbox("Support")
+    cid = fake.create(minutes(0), box, "cy@x.test")
+    for n in range(1, 120):  # 120 threads: pages of 50, 50, 20 (newest first)
+        fake.thread(cid, minutes(n), "message" if n % 2 else "customer",
+                    by="user" if n % 2 else "customer")  # fmt: skip
+    store = Store()
+    store.sync(connect(url))
+    assert len(requests_to(fake, f"{LIST}/{cid}/threads")) == 3
+    messages = [e for e in rules.in_order(store.history(cid)) if isinstance(e, Message)]
+    assert len(messages) == 120
+    assert [m.author for m in messages[:3]] == ["customer", "agent", "customer"]
+
+
+def test_a_resumed_sync_brings_only_what_changed(fake, url):
+    ids = fake.load(STORIES)
+    store = Store()
+    store.sync(connect(url))
+    before = {t: set(events) for t, events in store.events.items()}
+    box = next(iter(fake.mailboxes))
+    fresh = fake.create(minutes(500), box, "nia@x.test", subject="New one")
+    fake.thread(ids["refund"], minutes(510), "message", status="pending")
+
+    restarted = Store()
+    restarted.cursor, restarted.events = store.cursor, store.events  # a new process
+    batches = restarted.sync(connect(url))
+    assert sorted(c.ticket for b in batches for c in b.changes) == sorted(
+        [str(fresh), str(ids["refund"])]
+    )
+    refund = str(ids["refund"])
+    added = set(restarted.events[refund]) - before[refund]
+    assert {type(restarted.events[refund][e]) for e in added} == {Message, FieldChange}
+    assert shape(restarted.history(fresh))[0][:3] == ("created", minutes(500), "customer")
+    again = restarted.sync(connect(url))  # nothing new: one batch, nothing in it
+    assert [(len(b.changes), b.done) for b in again] == [(0, True)]
+    assert again[0].cursor == batches[-1].cursor
+
+
+def test_an_empty_account_has_no_embedded(fake, url):
+    store = Store()
+    batches = store.sync(connect(url))
+    assert [(len(b.changes), b.done) for b in batches] == [(0, True)]
+    assert store.cursor == {"since": "2026-11-22T09:00:00Z", "seen": []}
+
+
+def test_mailboxes_by_name_or_id(fake, url):
+    ids = fake.load(STORIES)
+    billing = next(m for m, box in fake.mailboxes.items() if box["name"] == "Billing")
+    store = Store()
+    store.sync(connect(url, mailboxes=["billing"]))
+    assert set(store.events) == {str(ids["invoice"])}
+    assert requests_to(fake, LIST)[0]["mailbox"] == [str(billing)]
+    with pytest.raises(FatalError, match="no mailbox 'Sales'"):
+        Store().sync(connect(url, mailboxes=["Sales"]))
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_a_rate_limited_sync_waits_as_told(fake, url):
+    ids = fake.load(STORIES)
+    fake.limit(every=6, retry_after=1)
+    store = Store()
+    store.sync(connect(url))
+    assert fake.windows >= 1 and fake.limited >= 1  # the budget ran out at least once ...
+    assert fake.early == 0  # ... and nothing came before X-RateLimit-Retry-After was over
+    for story in STORIES:
+        assert shape(store.history(ids[story.key])) == as_told(story)
+
+
+def test_a_5xx_burst_is_ridden_out(fake, url):
+    ids = fake.load(STORIES)
+    fake.fail("/threads", 500, 502, 503)
+    store = Store()
+    assert store.sync(connect(url))[-1].done
+    assert fake.faults == [("/threads", [])]
+    for story in STORIES:
+        assert shape(store.history(ids[story.key])) == as_told(story)
+
+
+@pytest.mark.parametrize("where", ["list", "threads"])
+def test_a_truncated_page_keeps_the_cursor_before_it(fake, url, where):
+    ids = fake.load(STORIES)
+    fake.page_size = 2
+    # The list's order by modification: refund, printer | invoice, renewal | login.
+    store = Store()
+    stored: list[Batch] = []
+    if where == "list":
+        fake.fail(f"{LIST}?", "pass", "truncate")  # the second list page is cut
+    else:
+        fake.fail(f"/{ids['invoice']}/threads", "truncate")
+    with pytest.raises(RetriableError, match="malformed answer"):
+        store.sync(connect(url), into=stored)
+    assert len(stored) == 1 and store.cursor == stored[0].cursor  # page one, no further
+    assert set(store.events) == {str(ids["refund"]), str(ids["printer"])}
+    store.sync(connect(url))  # the next poll reads the page again, and the rest
+    for story in STORIES:
+        assert shape(store.history(ids[story.key])) == as_told(story)
+
+
+def test_revoked_credentials_stop_the_connector_without_the_secret(fake, url):
+    fake.load(STORIES[:1])
+    connector = connect(url)
+    Store().sync(connector)
+    fake.revoke()
+    with pytest.raises(FatalError) as caught:
+        Store().sync(connector)
+    message = str(caught.value)
+    assert "HTTP 401" in message and APP_SECRET not in message
+    assert fake.token_requests == 2  # the cached token refused, one new one asked: refused
+    with pytest.raises(FatalError, match="app_secret"):
+        HelpscoutConnector("hs", {"url": url, "app_id": APP_ID})
+
+
+def test_an_expired_token_is_renewed_once(fake, url):
+    ids = fake.load(STORIES[:2])
+    connector = connect(url)
+    store = Store()
+    store.sync(connector)
+    assert fake.token_requests == 1
+    store.sync(connector)  # the token is kept between syncs
+    assert fake.token_requests == 1
+    fake.expire_tokens()  # the server forgets it: a 401, one renewal, then on
+    fake.thread(ids["refund"], minutes(600), "customer", by="customer")
+    store.sync(connector)
+    assert fake.token_requests == 2
+    assert minutes(600) in {e.at for e in store.history(ids["refund"])}
+    posts = [p for p in fake.log if p.startswith("POST")]
+    assert posts == ["POST /v2/oauth2/token?"] * 2  # the secret goes in the body
+
+
+def test_a_token_is_renewed_before_it_runs_out(fake, url):
+    fake.load(STORIES[:1])
+    fake.expires_in = 600
+    now = [1000.0]
+    connector = connect(url, monotonic=lambda: now[0])
+    Store().sync(connector)
+    now[0] += 500  # inside the lifetime less a minute's margin
+    Store().sync(connector)
+    assert fake.token_requests == 1
+    now[0] += 60  # past it: a new one before asking, no 401
+    Store().sync(connector)
+    assert fake.token_requests == 2
+    assert not any("401" in p for p in fake.log)
+
+
+# -- mappings ------------------------------------------------------------------------------
+
+
+def test_default_mappings():
+    values = ValueMap({}, {})
+    assert [values.status(s) for s in ("active", "pending", "closed")] == [
+        "open", "pending", "solved"
+    ]  # fmt: skip
+    assert values.priority(frozenset({"vip", "urgent"})) == "normal"  # no tag mapped
+    tagged = ValueMap({}, {"p1": "urgent", "p3": "low"})
+    assert tagged.priority(frozenset({"p3", "p1"})) == "urgent"  # the highest wins
+    assert values.notes() == []
+
+
+def test_overrides_and_unknown_values_noted_once(fake, url):
+    box = fake.mailbox("Support")
+    pending = fake.create(minutes(0), box, "a@x.test", kind="chat", tags=["p1"])
+    fake.set_status(pending, minutes(5), "pending")
+    odd = [fake.create(minutes(m), box, "b@x.test", kind="sms") for m in (1, 2)]
+    fake.set_status(odd[0], minutes(6), "escalated")
+    connector = connect(url, statuses={"pending": "on_hold"}, priorities={"p1": "high"})
+    store = Store()
+    store.sync(connector)
+    assert {k: store.fields[str(pending)][k] for k in ("status", "priority", "channel")} == {
+        "status": "on_hold", "priority": "high", "channel": "chat"
+    }  # fmt: skip
+    changes = [e for e in store.history(odd[0]) if isinstance(e, FieldChange)]
+    assert [(c.field, c.new, c.old) for c in changes] == [("status", "open", "open")]
+    assert store.fields[str(odd[1])]["channel"] == "other"
+    fake.thread(odd[1], minutes(9), "message")
+    fake.set_status(odd[1], minutes(10), "escalated")
+    store.sync(connector)  # the same unknown value again: no new note
+    assert store.notes == ["helpscout status 'escalated' counted as open; map it under `statuses:`"]
+
+
+def test_authors_visibility_and_status_changes(fake, url):
+    box = fake.mailbox("Support")
+    cid = fake.create(minutes(0), box, "cy@x.test")
+    fake.thread(cid, minutes(1), "message", by="workflow")  # an auto-reply
+    fake.thread(cid, minutes(2), "note")
+    fake.thread(cid, minutes(3), "reply", status="pending")
+    fake.thread(cid, minutes(4), "message", state="draft")  # nobody saw it yet
+    fake.thread(cid, minutes(5), "customer", by="customer", status="active")
+    fake.set_status(cid, minutes(6), "closed")
+    store = Store()
+    store.sync(connect(url))
+    events = rules.in_order(store.history(cid))
+    created = events[0]
+    assert isinstance(created, Created) and created.by == "customer"
+    assert created.fields["status"] == "open" and created.fields["queue"] == "Support"
+    assert [(e.at, e.author, e.public) for e in events if isinstance(e, Message)] == [
+        (minutes(0), "customer", True), (minutes(1), "system", True),
+        (minutes(2), "agent", False), (minutes(3), "agent", True),
+        (minutes(5), "customer", True),
+    ]  # fmt: skip
+    assert [(e.at, e.new, e.old) for e in events if isinstance(e, FieldChange)] == [
+        (minutes(3), "pending", "open"), (minutes(5), "open", "pending"),
+        (minutes(6), "solved", "open"),
+    ]  # fmt: skip
+    assert len({e.id for e in events}) == len(events)
+    assert store.fields[str(cid)]["status"] == "solved"
+
+
+def test_spam_deletions_and_merges_remove_the_ticket(fake, url):
+    box = fake.mailbox("Support")
+    spam, deleted, merged, vanished, kept = (
+        fake.create(minutes(m), box, f"{m}@x.test") for m in range(5)
+    )
+    fake.set_status(spam, minutes(10), "spam")
+    fake.delete(deleted, minutes(11))
+    fake.merge(merged, kept, minutes(12))
+    fake.thread(vanished, minutes(13), "message")
+    fake.fail(f"/{vanished}/threads", 404)  # deleted between the list and this
+    store = Store()
+    store.sync(connect(url))
+    assert shape(store.history(spam))[-1] == ("removed", minutes(10), "spam")
+    # Help Scout does not say when a conversation was deleted: its latest known change.
+    assert shape(store.history(deleted)) == [("removed", minutes(1), "deleted")]
+    assert store.fields[str(deleted)]["status"] == "closed"  # not counted as open
+    assert shape(store.history(merged)) == [("removed", minutes(12), "merged")]
+    assert shape(store.history(vanished)) == [("removed", minutes(13), "deleted")]
+    assert not any(isinstance(e, Removed) for e in store.history(kept))
+    assert not any(str(kept) in p for p in fake.log if "/threads" in p and str(merged) in p)
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+
+def test_webhook_signatures(url):
+    hooked = connect(url, webhook_secret=SECRET)
+    good = signed(BODY)
+    assert hooked.verify_webhook(good, BODY)
+    assert hooked.verify_webhook({k.lower(): v for k, v in good.items()}, BODY)
+    assert not hooked.verify_webhook(good, BODY.replace(b"12345", b"12346"))
+    assert not hooked.verify_webhook(signed(BODY, "another"), BODY)
+    assert not hooked.verify_webhook({}, BODY)
+    assert not connect(url).verify_webhook(good, BODY)  # no secret: nothing passes
+    # The PHP SDK's algorithm by hand: sha1 HMAC, raw digest, base64 (28 characters).
+    assert len(good["X-HelpScout-Signature"]) == 28
+
+
+# -- the scenario through the monitor --------------------------------------------------------
+
+
+def monitor_app(tmp_path: Path, url: str, connector: HelpscoutConnector) -> Any:
+    config = {
+        "database": f"sqlite:///{tmp_path / 'slamon.db'}",
+        **scenario.RULES,
+        "connectors": [{"name": "hs", "type": "helpscout", "url": url, "app_id": APP_ID,
+                        "app_secret": APP_SECRET, "webhook_secret": SECRET,
+                        "priorities": PRIORITY_TAGS,
+                        "start": (T0 - dt.timedelta(days=1)).isoformat()}],
+    }  # fmt: skip
+    path = tmp_path / "slamon.yaml"
+    path.write_text(yaml.safe_dump(config))
+    app = create_app(load_config(path, now=NOW), clock=lambda: NOW, connectors={"hs": connector})
+    upgrade(app)
+    register_connectors(app)
+    return app
+
+
+def test_the_config_builds_this_connector(tmp_path, url):
+    config = {"database": f"sqlite:///{tmp_path / 'x.db'}", **scenario.RULES,
+              "connectors": [{"name": "hs", "type": "helpscout", "app_id": APP_ID,
+                              "app_secret": APP_SECRET, "mailboxes": ["Support", 7]}]}  # fmt: skip
+    path = tmp_path / "slamon.yaml"
+    path.write_text(yaml.safe_dump(config))
+    spec = load_config(path, now=NOW).connectors[0]
+    built = connector_types()[spec.type](spec.name, spec.options())
+    assert isinstance(built, HelpscoutConnector)
+    assert built.base == "https://api.helpscout.net" and built.app_secret == APP_SECRET
+    assert built.mailbox_filter == ["Support", "7"] and built.start == NOW - dt.timedelta(days=30)
+
+
+def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
+    ids = fake.load(STORIES)
+    fake.page_size = 2
+    app = monitor_app(tmp_path, url, connect(url, webhook_secret=SECRET))
+    assert app.extensions["slamon"].scheduler.sync_once("hs")
+    with app.app_context():
+        for story in STORIES:
+            ticket = db.session.scalars(
+                select(Ticket).where(Ticket.source_id == str(ids[story.key]))
+            ).one()
+            rows = db.session.scalars(
+                select(ClockRow).where(ClockRow.ticket_id == ticket.id).order_by(
+                    ClockRow.metric, ClockRow.cycle)
+            ).all()  # fmt: skip
+            stored = [
+                (r.metric, r.cycle, r.state, _at(r.started_at), _at(r.deadline),
+                 _at(r.stopped_at), r.elapsed, r.target)
+                for r in rows
+            ]  # fmt: skip
+            expected = rules.evaluate("hs", scenario.expected_events(told(story)), RULES, NOW)
+            full = rules.evaluate("hs", scenario.expected_events(story), RULES, NOW)
+            wanted = sorted(
+                (c.metric, c.cycle, c.state, c.started_at, c.deadline, c.stopped_at,
+                 c.elapsed_seconds, c.target_seconds)
+                for c in expected.clocks
+            )  # fmt: skip
+            assert stored == wanted, story.key
+            assert stored, story.key
+            if story.key != "invoice":  # its priority change is what Help Scout cannot tell
+                assert expected.clocks == full.clocks, story.key
+            end = story.status_at_end()
+            assert ticket.status == ("open" if end == "new" else end)
+    client = app.test_client()
+    with app.app_context():
+        events = db.session.query(EventRow).count()
+    bad = client.post("/api/v1/webhooks/hs", data=BODY, headers={
+        **signed(BODY), "X-HelpScout-Signature": "AAAA"})  # fmt: skip
+    assert bad.status_code == 401
+    assert client.post("/api/v1/webhooks/hs", data=BODY, headers=signed(BODY)).status_code == 202
+    with app.app_context():
+        assert db.session.query(EventRow).count() == events
+
+
+def _at(value: float | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
