@@ -77,6 +77,34 @@ class Connector:
         return None
 
 
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def aware(value: Any, what: str) -> dt.datetime:
+    """A configured instant (a datetime, date or ISO 8601 text) as an aware datetime
+    (UTC when it names no zone); anything else is a FatalError naming ``what``."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise FatalError(f"{what} is not a point in time: {value!r}") from None
+    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time())
+    if not isinstance(value, dt.datetime):
+        raise FatalError(f"{what} is not a point in time: {value!r}")
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A request header by name in any case (webhook signatures)."""
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return value
+
+
 _TYPES: dict[str, type[Connector]] = {}
 
 

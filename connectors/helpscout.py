@@ -48,7 +48,10 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
+    aware,
+    header,
     register,
+    utc_now,
 )
 from connectors.helpscout_mapping import ValueMap, fields_of, history, instant, iso, stamp
 from connectors.http import Http
@@ -64,10 +67,6 @@ START_BACK = dt.timedelta(days=30)
 WEB = "https://secure.helpscout.net/conversation"
 SIGNATURE = "X-HelpScout-Signature"
 MAX_PAGES = 10_000  # of one conversation's threads: a loop guard
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class _Bearer(AuthBase):
@@ -99,7 +98,7 @@ class HelpscoutConnector(Connector):
         name: str,
         options: Mapping[str, Any],
         *,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name, options)
@@ -110,7 +109,7 @@ class HelpscoutConnector(Connector):
         self.app_id, self.app_secret = str(app_id), str(secret)
         self._clock, self._monotonic = clock, monotonic
         start = options.get("start")
-        self.start = _aware(start) if start is not None else clock() - START_BACK
+        self.start = aware(start, "helpscout: start") if start is not None else clock() - START_BACK
         self.mapping = ValueMap(options.get("statuses") or {}, options.get("priorities") or {})
         self.mailbox_filter = [str(m) for m in options.get("mailboxes") or ()]
         secret_hook = options.get("webhook_secret")
@@ -280,7 +279,7 @@ class HelpscoutConnector(Connector):
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
         """Help Scout's signature: base64(HMAC-SHA1(raw body)) keyed by the secret."""
-        signature = _header(headers, SIGNATURE)
+        signature = header(headers, SIGNATURE)
         if not self.webhook_secret or not signature:
             return False
         digest = hmac.new(self.webhook_secret.encode(), body, hashlib.sha1).digest()
@@ -361,25 +360,4 @@ def _server_time(response: requests.Response) -> dt.datetime:
             return email.utils.parsedate_to_datetime(value).astimezone(dt.UTC)
         except (TypeError, ValueError):
             pass
-    return _utc_now()
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-    return value
-
-
-def _aware(value: Any) -> dt.datetime:
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise FatalError(f"helpscout: start is not a point in time: {value!r}") from None
-    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime.combine(value, dt.time())
-    if not isinstance(value, dt.datetime):
-        raise FatalError(f"helpscout: start is not a point in time: {value!r}")
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    return utc_now()

@@ -45,7 +45,10 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
+    aware,
+    header,
     register,
+    utc_now,
 )
 from connectors.http import Http
 from connectors.jira_mapping import (
@@ -71,10 +74,6 @@ SIGNATURE = "X-Hub-Signature"
 EXPERIMENTAL = {"X-ExperimentalApi": "opt-in"}
 
 
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 @register
 class JiraConnector(Connector):
     """Jira Service Management; see the module's docstring."""
@@ -86,7 +85,7 @@ class JiraConnector(Connector):
         name: str,
         options: Mapping[str, Any],
         *,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
         per_page: int = PER_PAGE,
         page_size: int = PAGE_SIZE,
         lookback: dt.timedelta = LOOKBACK,
@@ -114,7 +113,7 @@ class JiraConnector(Connector):
         self.jql = str(options["jql"]).strip() if options.get("jql") else None
         self._clock = clock
         start = options.get("start")
-        self.start = _aware(start) if start is not None else clock() - START_BACK
+        self.start = aware(start, "jira: start") if start is not None else clock() - START_BACK
         self.mapping = ValueMap(options.get("statuses") or {}, options.get("priorities") or {})
         secret = options.get("webhook_secret")
         self.webhook_secret = str(secret) if secret else None
@@ -304,7 +303,7 @@ class JiraConnector(Connector):
         """An admin webhook's ``X-Hub-Signature: sha256=<hex HMAC-SHA256(secret, body)>``,
         compared in constant time. A verified ``jira:issue_deleted`` is remembered: the
         next sync hands the deletion on (the search never shows it)."""
-        signature = _header(headers, SIGNATURE)
+        signature = header(headers, SIGNATURE)
         if not self.webhook_secret or not signature:
             return False
         method, _, given = signature.strip().partition("=")
@@ -376,24 +375,3 @@ def _updated(issue: dict[str, Any]) -> dt.datetime:
 
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-    return value
-
-
-def _aware(value: Any) -> dt.datetime:
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise FatalError(f"jira: start is not a point in time: {value!r}") from None
-    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime.combine(value, dt.time())
-    if not isinstance(value, dt.datetime):
-        raise FatalError(f"jira: start is not a point in time: {value!r}")
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

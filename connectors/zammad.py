@@ -40,7 +40,10 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
+    aware,
+    header,
     register,
+    utc_now,
 )
 from connectors.http import Http
 from connectors.zammad_mapping import (
@@ -62,10 +65,6 @@ START_BACK = dt.timedelta(days=30)
 SIGNATURE = "X-Hub-Signature"
 
 
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 @register
 class ZammadConnector(Connector):
     """Zammad; see the module's docstring."""
@@ -77,7 +76,7 @@ class ZammadConnector(Connector):
         name: str,
         options: Mapping[str, Any],
         *,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
         per_page: int = PER_PAGE,
     ) -> None:
         super().__init__(name, options)
@@ -91,7 +90,7 @@ class ZammadConnector(Connector):
         self._token = str(token)
         self._clock = clock
         start = options.get("start")
-        self.start = _aware(start) if start is not None else clock() - START_BACK
+        self.start = aware(start, "zammad: start") if start is not None else clock() - START_BACK
         self.mapping = ValueMap(options.get("statuses") or {}, options.get("priorities") or {})
         secret = options.get("webhook_secret")
         self.webhook_secret = str(secret) if secret else None
@@ -248,7 +247,7 @@ class ZammadConnector(Connector):
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
         """Zammad's signature (B7): ``X-Hub-Signature: sha1=<hex>``, the hex HMAC-SHA1 of
         the raw body keyed by the webhook's signature token."""
-        given = _header(headers, SIGNATURE)
+        given = header(headers, SIGNATURE)
         if not self.webhook_secret or not given:
             return False
         scheme, _, hexdigest = given.strip().partition("=")
@@ -307,24 +306,3 @@ def _well_formed(ticket: dict[str, Any]) -> bool:
 
 def _iso(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-    return value
-
-
-def _aware(value: Any) -> dt.datetime:
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise FatalError(f"zammad: start is not a point in time: {value!r}") from None
-    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime.combine(value, dt.time())
-    if not isinstance(value, dt.datetime):
-        raise FatalError(f"zammad: start is not a point in time: {value!r}")
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)

@@ -31,7 +31,10 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
+    aware,
+    header,
     register,
+    utc_now,
 )
 from connectors.http import Http
 from connectors.zendesk_mapping import (
@@ -54,10 +57,6 @@ SIGNATURE = "X-Zendesk-Webhook-Signature"
 SIGNATURE_TIME = "X-Zendesk-Webhook-Signature-Timestamp"
 
 
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 @register
 class ZendeskConnector(Connector):
     """Zendesk Support; see the module's docstring."""
@@ -69,7 +68,7 @@ class ZendeskConnector(Connector):
         name: str,
         options: Mapping[str, Any],
         *,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
         per_page: int = PER_PAGE,
     ) -> None:
         super().__init__(name, options)
@@ -93,7 +92,7 @@ class ZendeskConnector(Connector):
             raise FatalError("zendesk: give email + token, or oauth_token")
         self._clock = clock
         start = options.get("start")
-        self.start = _aware(start) if start is not None else clock() - START_BACK
+        self.start = aware(start, "zendesk: start") if start is not None else clock() - START_BACK
         self.mapping = ValueMap(options.get("statuses") or {}, options.get("priorities") or {})
         secret = options.get("webhook_secret")
         self.webhook_secret = str(secret) if secret else None
@@ -205,7 +204,7 @@ class ZendeskConnector(Connector):
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> bool:
         """Zendesk's signature: base64(HMAC-SHA256(timestamp + body)) keyed by the signing
         secret as written (not base64-decoded)."""
-        signature, timestamp = _header(headers, SIGNATURE), _header(headers, SIGNATURE_TIME)
+        signature, timestamp = header(headers, SIGNATURE), header(headers, SIGNATURE_TIME)
         if not self.webhook_secret or not signature or timestamp is None:
             return False
         digest = hmac.new(
@@ -264,24 +263,3 @@ def _has_id(item: Any) -> bool:
 
 def _updated(ticket: dict[str, Any]) -> dt.datetime:
     return instant(ticket.get("generated_timestamp") or ticket["updated_at"])
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-    return value
-
-
-def _aware(value: Any) -> dt.datetime:
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise FatalError(f"zendesk: start is not a point in time: {value!r}") from None
-    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime.combine(value, dt.time())
-    if not isinstance(value, dt.datetime):
-        raise FatalError(f"zendesk: start is not a point in time: {value!r}")
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
