@@ -25,6 +25,7 @@ import base64
 import datetime as dt
 import itertools
 import math
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -229,6 +230,44 @@ class FakeZendesk:
                          for s in group]  # fmt: skip
                 via = self._rule_via() if author == "system" else None
                 self.update(tid, head.when, who[author], items, via=via)
+        return ids
+
+    def populate(
+        self,
+        n: int,
+        seed: int = 1,
+        start: dt.datetime = dt.datetime(2025, 3, 3, 8, 0, tzinfo=UTC),
+    ) -> list[int]:
+        """``n`` generated tickets for large syncs (about 5.4 normalized events each), the
+        same for the same seed: each created by a customer over ten days from ``start``,
+        then 0-4 more audits in this order: an agent's reply setting pending, the
+        customer's reply setting open, solved, a satisfaction rating. Returns their ids."""
+        rng = random.Random(seed)
+        agents = [self.user(f"Agent{i} Bulk", "agent") for i in range(5)]
+        customers = [self.user(f"Customer{i} Bulk") for i in range(max(1, n // 5))]
+        groups = [self.group(name) for name in ("Support", "Billing", "Sales")]
+        spread = 10 * 86400 / max(1, n)
+        ids = []
+        for i in range(n):
+            when = start + dt.timedelta(seconds=int(i * spread))
+            customer = rng.choice(customers)
+            tid = self.create(
+                when, customer, subject=f"Generated ticket {i}", group=rng.choice(groups),
+                priority=rng.choice(["low", None, None, "high", "urgent"]),
+                channel=rng.choice(["email", "web", "chat"]),
+            )  # fmt: skip
+            steps = rng.randint(0, 4)
+            for step in range(steps):
+                when += dt.timedelta(seconds=rng.randint(300, 8 * 3600))
+                if step == 0:
+                    self.reply(tid, when, rng.choice(agents), status="pending")
+                elif step == 1:
+                    self.reply(tid, when, customer, status="open")
+                elif step == 2:
+                    self.update(tid, when, rng.choice(agents), [("status", "solved")])
+                else:
+                    self.rate(tid, when, rng.choice(["good", "good", "bad"]))
+            ids.append(tid)
         return ids
 
     def _rule_via(self) -> dict[str, Any]:
