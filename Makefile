@@ -31,6 +31,7 @@ test: system-deps lint
 bench: setup
 	$(PY) bench/calendar.py
 	$(PY) bench/clocks.py
+	$(PY) bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
