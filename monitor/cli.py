@@ -66,7 +66,13 @@ def main() -> None:
 @config_option
 def check_config(config_file: str | None) -> None:
     """Validate the config and exit."""
+    from monitor import build_connectors
+
     config = load(config_file)
+    try:
+        build_connectors(config)  # every type available, every option acceptable
+    except Exception as exc:
+        _fail_config([f"{_config_path(config_file)}:0: {app_redact(config, str(exc))}"])
     counts = f"{len(config.connectors)} connectors, {len(config.rules.policies)} policies"
     click.echo(f"{_config_path(config_file)}: ok ({counts})")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from monitor import build_connectors
 from monitor.config import (
     CONNECTOR_SPECS,
     DEMO_YAML,
@@ -152,7 +153,7 @@ def test_annotated_example_loads(monkeypatch):
         "SLAMON_METRICS_PASSWORD": "metrics-pw-3",
         "ZENDESK_TOKEN": "zendesk-token-4",
         "ZENDESK_WEBHOOK_SECRET": "webhook-secret-5",
-        "IMAP_PASSWORD": "imap-pw-6",
+        "FRESHDESK_API_KEY": "freshdesk-key-6",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -164,10 +165,11 @@ def test_annotated_example_loads(monkeypatch):
     assert [p.name for p in config.rules.policies] == ["urgent", "us-customers", "standard"]
     assert [(c.name, c.type) for c in config.connectors] == [
         ("zd", "zendesk"),
-        ("support-mail", "imap"),
+        ("fd", "freshdesk"),
         ("demo", "demo"),
     ]
     assert config.connectors[0].options()["webhook_secret"] == "webhook-secret-5"
+    build_connectors(config)  # every type in the example is available
     assert config.alertmanager is not None
     text = repr(config) + str(config) + repr([c.public() for c in config.connectors])
     for value in env.values():
