@@ -116,7 +116,7 @@ def register(cls: type[Connector]) -> type[Connector]:
 
 def connector_types() -> Mapping[str, type[Connector]]:
     """Every registered connector type (importing the modules registers them)."""
-    from connectors import demo, freshdesk, helpscout, jira, zammad, zendesk  # noqa: F401  (register themselves)
+    from connectors import demo, freshdesk, helpscout, jira, rt, zammad, zendesk  # noqa: F401  (register themselves)
 
     return dict(_TYPES)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite runs for real: promtool/Prometheus, Alertmanager,
-# PostgreSQL 15 and Chromium. Installs only what is missing; never starts a system daemon.
+# PostgreSQL 15, Chromium and Request Tracker 5 (standalone server, SQLite). Installs only
+# what is missing; never starts a system daemon.
 set -euo pipefail
 
 need=()
@@ -9,6 +10,7 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertman
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -x /usr/share/request-tracker5/libexec/rt-server ] || need+=(request-tracker5 rt5-db-sqlite rt5-standalone)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -18,6 +20,23 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # Package scripts must not start daemons listening on 0.0.0.0.
 [ -x /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; }
+# RT's debconf questions, answered; the tests run their own instance from a temp dir, so the
+# package's own database is not created.
+if [[ " ${need[*]} " == *" request-tracker5 "* ]]; then
+  debconf-set-selections <<'EOF'
+request-tracker5 request-tracker5/rtname string sla-test
+request-tracker5 request-tracker5/organization string example.test
+request-tracker5 request-tracker5/correspondaddress string rt@example.test
+request-tracker5 request-tracker5/commentaddress string rt-comment@example.test
+request-tracker5 request-tracker5/webbaseurl string http://127.0.0.1:18080
+request-tracker5 request-tracker5/webpath string /rt
+request-tracker5 request-tracker5/install-cronjobs boolean false
+request-tracker5 request-tracker5/handle-siteconfig-permissions boolean true
+request-tracker5 request-tracker5/dbconfig-install boolean false
+request-tracker5 request-tracker5/database-type select sqlite3
+request-tracker5 request-tracker5/initial-root-password password rtpass123
+EOF
+fi
 apt-get -o DPkg::Lock::Timeout=300 update -qq
 apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need[@]}" >/tmp/slamon-apt.log 2>&1 \
   || { tail -30 /tmp/slamon-apt.log >&2; exit 1; }

@@ -1,0 +1,362 @@
+"""The Request Tracker connector against a real RT 5.0.3 (Debian's rt5-standalone on
+loopback, its own SQLite database; tests/services.py). The tests create, reply to, comment
+on, re-prioritize and resolve tickets through REST2 as a customer (unprivileged) and an agent
+(privileged), then sync them: page by page into a real monitor (the shared scenario as far
+as RT can tell it), resumed from a stored cursor, and with a revoked token.
+
+RT's times are its own clock, so the clocks the monitor stores are compared with the
+engine's answer for the events as RT recorded them; the story's shape (kinds, authors,
+public or internal, statuses, in order) is compared with what the test did plus what RT
+itself adds (the auto-reply on creation, ``new`` -> ``open`` on an agent's reply).
+The server runs with ``$Timezone`` Europe/Berlin (the connector's TicketSQL dates name
+their zone, UTC), and each test keeps to its own queues or time window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from sqlalchemy import select
+
+import rules
+from connectors import Batch, FatalError, connector_types
+from connectors.rt import RtConnector
+from connectors.rt_mapping import ValueMap
+from monitor import create_app, register_connectors
+from monitor.config import load_config
+from monitor.database import upgrade
+from monitor.models import ClockRow, EventRow, Ticket, db
+from rules.events import Created, Event, FieldChange, Message, Removed
+from tests.fakes import scenario
+from tests.fakes.scenario import STORIES, Story
+from tests.services import RequestTracker, request_tracker
+
+RULES = rules.load_rules(scenario.RULES)
+CUSTOMER, AGENT = "customer@example.test", "agent"
+PRIORITY = {"low": 10, "normal": 30, "high": 60, "urgent": 90}  # in RT's default bands
+STATUS = {
+    "pending": "stalled",
+    "on_hold": "stalled",
+    "open": "open",
+    "solved": "resolved",
+    "closed": "rejected",
+}  # fmt: skip  (the story's status -> RT's)
+
+
+@pytest.fixture(scope="module")
+def rt() -> Iterator[RequestTracker]:
+    with request_tracker(timezone="Europe/Berlin") as server:
+        yield server
+
+
+class Desk:
+    """Acting in RT through REST2 as its users, and keeping the history RT should report
+    (``expected``: per ticket, what the test did and what RT's default scrips add)."""
+
+    def __init__(self, rt: RequestTracker) -> None:
+        self.rt = rt
+        self.expected: dict[str, list[tuple[Any, ...]]] = {}
+        self.status: dict[str, str] = {}
+
+    def call(self, who: str, method: str, path: str, body: dict[str, Any]) -> Any:
+        answer = requests.request(
+            method, f"{self.rt.url}/REST/2.0{path}", json=body, timeout=30,
+            auth=(who, self.rt.password),
+        )  # fmt: skip
+        assert answer.status_code in (200, 201, 204), answer.text
+        return answer.json() if answer.status_code != 204 else None
+
+    def create(self, who: str, queue: str, subject: str, priority: str = "normal") -> str:
+        body = {"Queue": queue, "Subject": subject, "Requestor": CUSTOMER,
+                "Content": f"{subject}.", "ContentType": "text/plain",
+                "Priority": PRIORITY[priority]}  # fmt: skip
+        tid = str(self.call(who, "POST", "/ticket", body)["id"])
+        role = _role(who)
+        self.expected[tid] = [
+            ("created", role, "new", priority, queue),
+            ("message", role, True),
+            ("message", "system", True),
+        ]  # fmt: skip  (RT's auto-reply)
+        self.status[tid] = "new"
+        return tid
+
+    def reply(self, tid: str, who: str, public: bool = True) -> None:
+        kind = "correspond" if public else "comment"
+        self.call(who, "POST", f"/ticket/{tid}/{kind}",
+                  {"Content": "A word.", "ContentType": "text/plain"})  # fmt: skip
+        self.expected[tid].append(("message", _role(who), public))
+        if public and who == AGENT and self.status[tid] == "new":
+            self._now(tid, "open")  # RT opens a new ticket when someone else replies
+
+    def set_status(self, tid: str, status: str, who: str = AGENT) -> None:
+        self.call(who, "PUT", f"/ticket/{tid}", {"Status": status})
+        self._now(tid, status)
+
+    def set_priority(self, tid: str, priority: str) -> None:
+        self.call(AGENT, "PUT", f"/ticket/{tid}", {"Priority": PRIORITY[priority]})
+        self.expected[tid].append(("field", "priority", priority))
+
+    def _now(self, tid: str, status: str) -> None:
+        if status != self.status[tid]:
+            normalized = ValueMap({}, {}).status(status)
+            self.expected[tid].append(("field", "status", normalized))
+            self.status[tid] = status
+
+    def tell(self, story: Story) -> str:
+        """A story as far as RT can: ratings are not RT's, the auto-reply is its own, and
+        "pending" is RT's stalled (on_hold)."""
+        who = AGENT if story.by == "agent" else CUSTOMER
+        tid = self.create(who, story.queue, story.subject, story.priority)
+        for step in story.steps[1:] if story.steps and story.steps[0].kind == "message" else ():
+            if step.kind == "message" and step.who != "system":
+                self.reply(tid, AGENT if step.who == "agent" else CUSTOMER, step.public)
+            elif step.kind == "status":
+                self.set_status(tid, STATUS[step.value])
+            elif step.kind == "priority":
+                self.set_priority(tid, step.value)
+        return tid
+
+
+def _role(who: str) -> str:
+    return "agent" if who == AGENT else "customer"
+
+
+class Store:
+    """What the monitor keeps of syncs: each batch's cursor, the latest fields, every
+    event once by id (an event sent again must be the same event)."""
+
+    def __init__(self) -> None:
+        self.cursor: dict[str, Any] | None = None
+        self.fields: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, dict[str, Event]] = {}
+        self.notes: list[str] = []
+        self.delivered: list[str] = []
+
+    def sync(self, connector: RtConnector) -> list[Batch]:
+        batches = []
+        for batch in connector.sync(self.cursor, threading.Event()):
+            batches.append(batch)
+            for change in batch.changes:
+                self.delivered.append(change.ticket)
+                self.fields[change.ticket] = dict(change.fields)
+                known = self.events.setdefault(change.ticket, {})
+                for event in change.events:
+                    assert known.setdefault(event.id, event) == event, "an event id changed"
+            self.cursor = batch.cursor
+            self.notes += batch.notes
+        return batches
+
+    def history(self, ticket: str) -> list[Event]:
+        return list(self.events[ticket].values())
+
+
+def shape(events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    """A history in order, as the Desk writes its expectations (no times or ids)."""
+    out: list[tuple[Any, ...]] = []
+    for e in rules.in_order(events):
+        if isinstance(e, Created):
+            f = e.fields
+            out.append(("created", e.by, f["status"], f["priority"], f["queue"]))
+        elif isinstance(e, Message):
+            out.append(("message", e.author, e.public))
+        elif isinstance(e, FieldChange):
+            out.append(("field", e.field, e.new))
+        elif isinstance(e, Removed):
+            out.append(("removed", e.reason))
+    return out
+
+
+def connect(rt: RequestTracker, since: dt.datetime, per_page: int = 2, **options: Any):
+    given = {"url": rt.url, "token": rt.token, "start": since}
+    return RtConnector("rt", {**given, **options}, per_page=per_page)
+
+
+def settle() -> dt.datetime:
+    """Wait for the next second: RT's times are to the second, and a ticket changed in the
+    second a search runs is (rightly) read again by the next sync."""
+    time.sleep(1.05 - time.time() % 1)
+    return dt.datetime.now(dt.UTC)
+
+
+# -- the scenario through the monitor --------------------------------------------------------
+
+
+def test_registered_as_rt():
+    assert connector_types()["rt"] is RtConnector
+    connector = RtConnector("rt", {"url": "http://rt.example/", "token": "x"})
+    assert connector.ticket_url("7") == "http://rt.example/Ticket/Display.html?id=7"
+
+
+def test_the_scenario_through_a_real_rt(rt, tmp_path):
+    desk = Desk(rt)
+    begin = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=1)
+    ids = {story.key: desk.tell(story) for story in STORIES}
+    outside = desk.create(CUSTOMER, "General", "Not in the watched queues")
+    now = settle()
+
+    # The connector's own view, page by page (2 tickets a page: 3 pages).
+    app, connector = monitor_app(tmp_path, rt, begin, now)
+    store = Store()
+    batches = store.sync(connector)
+    assert [len(b.changes) for b in batches][-1] >= 0 and batches[-1].done
+    assert sorted(store.delivered) == sorted(ids.values())  # each once; General left out
+    assert outside not in store.events and len(batches) >= 3
+    for story in STORIES:
+        tid = ids[story.key]
+        assert shape(store.history(tid)) == desk.expected[tid], story.key
+        fields = store.fields[tid]
+        assert fields["status"] == ValueMap({}, {}).status(desk.status[tid])
+        assert fields["priority"] == story.priority_at_end()
+        assert fields["queue"] == story.queue and fields["requester"] == CUSTOMER
+        assert fields["subject"] == story.subject and fields["channel"] == "web"  # REST2
+        assert fields["url"] == f"{rt.url}/Ticket/Display.html?id={tid}"
+    printer = rules.in_order(store.history(ids["printer"]))
+    assert [e.author for e in printer if isinstance(e, Message) and not e.public] == ["agent"]
+
+    # The same sync through a real monitor: what it stores gives the engine's clocks.
+    assert app.extensions["slamon"].scheduler.sync_once("rt")
+    with app.app_context():
+        for story in STORIES:
+            tid = ids[story.key]
+            ticket = db.session.scalars(select(Ticket).where(Ticket.source_id == tid)).one()
+            rows = db.session.scalars(
+                select(ClockRow).where(ClockRow.ticket_id == ticket.id).order_by(
+                    ClockRow.metric, ClockRow.cycle)
+            ).all()  # fmt: skip
+            stored = [
+                (r.metric, r.cycle, r.state, _at(r.started_at), _at(r.deadline),
+                 _at(r.stopped_at), r.elapsed, r.target)
+                for r in rows
+            ]  # fmt: skip
+            expected = rules.evaluate("rt", store.history(tid), RULES, now)
+            wanted = sorted(
+                (c.metric, c.cycle, c.state, c.started_at, c.deadline, c.stopped_at,
+                 c.elapsed_seconds, c.target_seconds)
+                for c in expected.clocks
+            )  # fmt: skip
+            assert stored == wanted and stored, story.key
+            assert ticket.status == store.fields[tid]["status"]
+            events = db.session.query(EventRow).filter(EventRow.ticket_id == ticket.id).count()
+            assert events == len(store.events[tid]), story.key
+        assert db.session.query(Ticket).count() == len(STORIES)
+
+
+def monitor_app(
+    tmp_path: Path, rt: RequestTracker, begin: dt.datetime, now: dt.datetime
+) -> tuple[Any, RtConnector]:
+    """A monitor on temp SQLite with the connector built from its config's options."""
+    config = {
+        "database": f"sqlite:///{tmp_path / 'slamon.db'}",
+        **scenario.RULES,
+        "connectors": [{"name": "rt", "type": "rt", "url": rt.url, "token": rt.token,
+                        "queues": ["Support", "Billing"], "start": begin.isoformat()}],
+    }  # fmt: skip
+    path = tmp_path / "slamon.yaml"
+    path.write_text(yaml.safe_dump(config))
+    loaded = load_config(path, now=now)
+    spec = next(c for c in loaded.connectors if c.name == "rt")
+    connector = RtConnector("rt", spec.options(), per_page=2)
+    app = create_app(loaded, clock=lambda: now, connectors={"rt": connector})
+    upgrade(app)
+    register_connectors(app)
+    return app, connector
+
+
+def _at(value: float | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+# -- incremental, resumed --------------------------------------------------------------------
+
+
+def test_a_resumed_sync_brings_only_what_changed(rt):
+    desk = Desk(rt)
+    begin = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=1)
+    first = [desk.create(CUSTOMER, "General", f"Resume {n}") for n in range(3)]
+    desk.reply(first[1], AGENT)
+    settle()
+    store = Store()
+    store.sync(connect(rt, begin, queues=["General"]))
+    assert sorted(store.delivered) == sorted(first)
+    again = Store()
+    again.cursor = store.cursor
+    nothing = again.sync(connect(rt, begin, queues=["General"]))
+    assert not any(b.changes for b in nothing) and nothing[-1].done
+
+    fresh = desk.create(CUSTOMER, "General", "Resume later")
+    desk.reply(first[0], AGENT, public=False)
+    desk.set_status(first[2], "resolved")
+    settle()
+    restarted = Store()  # a new process with the stored cursor
+    restarted.cursor, restarted.events = store.cursor, store.events
+    restarted.sync(connect(rt, begin, queues=["General"]))
+    assert sorted(restarted.delivered) == sorted([fresh, first[0], first[2]])
+    for tid in (fresh, *first):
+        assert shape(restarted.history(tid)) == desk.expected[tid], tid
+    assert restarted.fields[first[2]]["status"] == "solved"
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_a_revoked_token_stops_the_connector_without_the_token(rt):
+    since = settle()  # nothing changes from here: one search, no history to read
+    assert Store().sync(connect(rt, since, token=rt.spare))[-1].done
+    rt.revoke(rt.spare)
+    with pytest.raises(FatalError) as caught:
+        Store().sync(connect(rt, since, token=rt.spare))
+    assert "HTTP 401" in str(caught.value) and rt.spare not in str(caught.value)
+    wrong = {"token": None, "username": "root", "password": "not-the-password"}
+    with pytest.raises(FatalError) as caught:
+        Store().sync(connect(rt, since, **wrong))
+    assert "HTTP 401" in str(caught.value) and "not-the-password" not in str(caught.value)
+    with pytest.raises(FatalError, match="token, or username"):
+        RtConnector("rt", {"url": rt.url, "username": "root"})
+    basic = {"token": None, "username": "root", "password": rt.password}
+    assert Store().sync(connect(rt, since, **basic))[-1].done  # basic auth works too
+    assert Store().sync(connect(rt, since))[-1].done  # the other token still does
+
+
+def test_deleted_tickets_are_removed(rt):
+    desk = Desk(rt)
+    begin = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=1)
+    tid = desk.create(CUSTOMER, "General", "Delete me")
+    desk.call(AGENT, "DELETE", f"/ticket/{tid}", {})
+    settle()
+    store = Store()
+    store.sync(connect(rt, begin, queues=["General"]))
+    assert shape(store.history(tid))[-1] == ("removed", "deleted")
+    assert store.fields[tid]["status"] == "closed"
+
+
+# -- mappings ------------------------------------------------------------------------------
+
+
+def test_default_mappings_overrides_and_unknown_values_noted_once():
+    values = ValueMap({}, {})
+    statuses = ("new", "open", "stalled", "resolved", "rejected")
+    assert [values.status(s) for s in statuses] == ["new", "open", "on_hold", "solved", "closed"]
+    numbers = ("0", "24", "25", "49", "50", "74", "75", "100", None, "Low", "Medium", "High")
+    assert [values.priority(p) for p in numbers] == [
+        "low", "low", "normal", "normal", "high", "high", "urgent", "urgent", "normal",
+        "low", "normal", "high",
+    ]  # fmt: skip
+    assert values.notes() == []
+    custom = ValueMap({"stalled": "pending", "escalated": "open"}, {"50": "normal"})
+    assert custom.status("stalled") == "pending" and custom.priority("50") == "normal"
+    assert [custom.status("weird"), custom.status("weird"), custom.priority("p1")] == [
+        "open", "open", "normal"
+    ]  # fmt: skip
+    assert custom.notes() == [
+        "rt status 'weird' counted as open; map it under `statuses:`",
+        "rt priority 'p1' counted as normal; map it under `priorities:`",
+    ]
+    assert custom.notes() == []
