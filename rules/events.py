@@ -7,6 +7,7 @@ events at the same instant ``seq`` (the helpdesk's order), and the source's even
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +24,18 @@ DONE = frozenset({"solved", "closed"})
 
 
 @dataclass(frozen=True, slots=True)
-class Created:
+class _Stamped:
+    """What every event carries besides its own fields: ``at`` as a POSIX timestamp,
+    computed once (histories are replayed many times)."""
+
+    ts: float = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ts", self.at.timestamp())  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class Created(_Stamped):
     """The ticket came to be, with its fields at creation."""
 
     id: str
@@ -34,7 +46,7 @@ class Created:
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class Message(_Stamped):
     id: str
     at: dt.datetime
     author: Author
@@ -43,7 +55,7 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class FieldChange:
+class FieldChange(_Stamped):
     """A change of ``status``, ``priority``, ``queue``, ``tags``, ``type``, ... ."""
 
     id: str
@@ -55,7 +67,7 @@ class FieldChange:
 
 
 @dataclass(frozen=True, slots=True)
-class Rating:
+class Rating(_Stamped):
     """A satisfaction answer: ``survey`` is csat (1-5), nps (0-10) or ces (1-5)."""
 
     id: str
@@ -66,7 +78,7 @@ class Rating:
 
 
 @dataclass(frozen=True, slots=True)
-class Removed:
+class Removed(_Stamped):
     """Deleted, merged into another ticket, or marked as spam."""
 
     id: str
@@ -92,7 +104,7 @@ def timed(
     seen: dict[str, tuple[float, int, str, Event]] = {}
     for event in events:
         if event.id not in seen:
-            t = event.at.timestamp()
+            t = event.ts
             if t <= limit:
                 seen[event.id] = (t, event.seq, event.id, event)
     # ids are unique, so the sort never compares two events themselves
