@@ -48,9 +48,12 @@ class Batch:
 class RetriableError(Exception):
     """A failure worth retrying later (network, 5xx, rate limit, a malformed page)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status  # the HTTP status that caused it, if one did
 
 
 class FatalError(Exception):

@@ -122,7 +122,8 @@ class Http:
             if status >= 400 and status != 404:
                 raise RetriableError(
                     f"{self.source}: HTTP {status} from {self._where(path)}: "
-                    f"{self.scrub(response.text[:300])}"
+                    f"{self.scrub(response.text[:300])}",
+                    status=status,
                 )
             self._respect_budget(response.headers, path)
             return response

@@ -153,7 +153,14 @@ class JiraConnector(Connector):
             params: dict[str, Any] = {"jql": jql, "fields": names, "maxResults": self.per_page}
             if token:
                 params["nextPageToken"] = token
-            response = http.request("GET", SEARCH, params=params)
+            try:
+                response = http.request("GET", SEARCH, params=params)
+            except RetriableError as exc:
+                if (
+                    exc.status == 400 and not token
+                ):  # our own query refused: asking again won't help
+                    raise FatalError(f"{exc}; check the connector's jql option") from None
+                raise
             if response.status_code == 404:
                 raise FatalError(
                     f"jira: {self.base} has no {SEARCH} (Jira Cloud's enhanced search); "

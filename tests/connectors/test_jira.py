@@ -583,3 +583,10 @@ def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
 
 def _at(value: float | None) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+def test_a_query_jira_refuses_stops_the_connector(fake, url):
+    """A jql option Jira cannot parse is a config problem: retrying each poll won't fix it."""
+    fake.load(STORIES)
+    with pytest.raises(FatalError, match=r"(?s)HTTP 400 .*check the connector's jql option"):
+        Store().sync(connect(url, jql="labels = = broken"))
