@@ -17,7 +17,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from monitor.config import load_config
 from monitor.database import upgrade
 from monitor.models import ClockRow, EventRow, Ticket, db
 from rules.events import Created, Event, FieldChange, Message, Rating, Removed
+from tests.connectors.harness import Store, at
 from tests.fakes import scenario
 from tests.fakes.helpscout import FakeHelpScout
 from tests.fakes.scenario import STORIES, T0, Story
@@ -95,32 +95,6 @@ def connect(url: str, **options: Any) -> HelpscoutConnector:
     monotonic = options.pop("monotonic", None)
     extra = {"monotonic": monotonic} if monotonic else {}
     return HelpscoutConnector("hs", {**given, **options}, clock=lambda: NOW, **extra)
-
-
-class Store:
-    """What the monitor keeps: each batch's cursor, the latest fields, every event once."""
-
-    def __init__(self) -> None:
-        self.cursor: dict[str, Any] | None = None
-        self.fields: dict[str, dict[str, Any]] = {}
-        self.events: dict[str, dict[str, Event]] = {}
-        self.notes: list[str] = []
-
-    def sync(self, connector: HelpscoutConnector, into: list[Batch] | None = None) -> list[Batch]:
-        batches = into if into is not None else []
-        for batch in connector.sync(self.cursor, threading.Event()):
-            batches.append(batch)
-            for change in batch.changes:
-                self.fields[change.ticket] = dict(change.fields)
-                known = self.events.setdefault(change.ticket, {})
-                for event in change.events:
-                    assert known.setdefault(event.id, event) == event, "an event id changed"
-            self.cursor = batch.cursor
-            self.notes += batch.notes
-        return batches
-
-    def history(self, ticket: int) -> list[Event]:
-        return list(self.events[str(ticket)].values())
 
 
 def shape(events: Sequence[Event], new_is_open: bool = False) -> list[tuple[Any, ...]]:
@@ -492,8 +466,8 @@ def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
                     ClockRow.metric, ClockRow.cycle)
             ).all()  # fmt: skip
             stored = [
-                (r.metric, r.cycle, r.state, _at(r.started_at), _at(r.deadline),
-                 _at(r.stopped_at), r.elapsed, r.target)
+                (r.metric, r.cycle, r.state, at(r.started_at), at(r.deadline),
+                 at(r.stopped_at), r.elapsed, r.target)
                 for r in rows
             ]  # fmt: skip
             expected = rules.evaluate("hs", scenario.expected_events(told(story)), RULES, NOW)
@@ -518,7 +492,3 @@ def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
     assert client.post("/api/v1/webhooks/hs", data=BODY, headers=signed(BODY)).status_code == 202
     with app.app_context():
         assert db.session.query(EventRow).count() == events
-
-
-def _at(value: float | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)

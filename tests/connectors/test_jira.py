@@ -16,8 +16,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -36,6 +35,7 @@ from monitor.config import load_config
 from monitor.database import upgrade
 from monitor.models import ClockRow, EventRow, Ticket, db
 from rules.events import Created, Event, FieldChange, Message, Rating, Removed
+from tests.connectors.harness import Store, at, shape
 from tests.fakes import scenario
 from tests.fakes.jira import FakeJira
 from tests.fakes.scenario import STORIES, T0, Story
@@ -83,52 +83,6 @@ def connect(url: str, per_page: int = 2, **options: Any) -> JiraConnector:
              "start": T0 - dt.timedelta(days=1)}  # fmt: skip
     return JiraConnector("jr", {**given, **options}, clock=lambda: NOW, per_page=per_page,
                          page_size=page_size, lookback=lookback)  # fmt: skip
-
-
-class Store:
-    """What the monitor keeps of syncs: each batch's cursor, the latest fields, every
-    event once by id (an event sent again must be the same event)."""
-
-    def __init__(self) -> None:
-        self.cursor: dict[str, Any] | None = None
-        self.fields: dict[str, dict[str, Any]] = {}
-        self.events: dict[str, dict[str, Event]] = {}
-        self.notes: list[str] = []
-
-    def sync(self, connector: JiraConnector, into: list[Batch] | None = None) -> list[Batch]:
-        batches = into if into is not None else []
-        for batch in connector.sync(self.cursor, threading.Event()):
-            json.dumps(batch.cursor)  # the monitor stores it as JSON
-            batches.append(batch)
-            for change in batch.changes:
-                self.fields.setdefault(change.ticket, {}).update(change.fields)
-                known = self.events.setdefault(change.ticket, {})
-                for event in change.events:
-                    assert known.setdefault(event.id, event) == event, "an event id changed"
-            self.cursor = batch.cursor
-            self.notes += batch.notes
-        return batches
-
-    def history(self, ticket: int) -> list[Event]:
-        return list(self.events[str(ticket)].values())
-
-
-def shape(events: Sequence[Event]) -> list[tuple[Any, ...]]:
-    """A history as the engine replays it, without the source's ids."""
-    out: list[tuple[Any, ...]] = []
-    for e in rules.in_order(events):
-        if isinstance(e, Created):
-            fields = {k: e.fields[k] for k in ("status", "priority", "queue", "channel")}
-            out.append(("created", e.at, e.by, fields))
-        elif isinstance(e, Message):
-            out.append(("message", e.at, e.author, e.public))
-        elif isinstance(e, FieldChange):
-            out.append(("field", e.at, e.field, e.new))
-        elif isinstance(e, Rating):
-            out.append(("rating", e.at, e.survey, e.score))
-        else:
-            out.append(("removed", e.at, e.reason))
-    return out
 
 
 def as_told_by_jira(story: Story) -> list[Event]:
@@ -546,8 +500,8 @@ def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
                     ClockRow.metric, ClockRow.cycle)
             ).all()  # fmt: skip
             stored = [
-                (r.metric, r.cycle, r.state, _at(r.started_at), _at(r.deadline),
-                 _at(r.stopped_at), r.elapsed, r.target)
+                (r.metric, r.cycle, r.state, at(r.started_at), at(r.deadline),
+                 at(r.stopped_at), r.elapsed, r.target)
                 for r in rows
             ]  # fmt: skip
             expected = rules.evaluate("jr", scenario.expected_events(story), RULES, NOW)
@@ -579,10 +533,6 @@ def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
         assert db.session.query(EventRow).count() == events + 1
         removed = db.session.scalars(select(EventRow).where(EventRow.kind == "removed")).one()
         assert removed.at == minutes(600).timestamp()
-
-
-def _at(value: float | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
 
 
 def test_a_query_jira_refuses_stops_the_connector(fake, url):

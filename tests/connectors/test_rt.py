@@ -15,7 +15,6 @@ their zone, UTC), and each test keeps to its own queues or time window.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ import yaml
 from sqlalchemy import select
 
 import rules
-from connectors import Batch, FatalError, connector_types
+from connectors import FatalError, connector_types
 from connectors.rt import RtConnector
 from connectors.rt_mapping import ValueMap
 from monitor import create_app, register_connectors
@@ -35,6 +34,7 @@ from monitor.config import load_config
 from monitor.database import upgrade
 from monitor.models import ClockRow, EventRow, Ticket, db
 from rules.events import Created, Event, FieldChange, Message, Removed
+from tests.connectors.harness import Store, at
 from tests.fakes import scenario
 from tests.fakes.scenario import STORIES, Story
 from tests.services import RequestTracker, request_tracker
@@ -129,35 +129,6 @@ def _role(who: str) -> str:
     return "agent" if who == AGENT else "customer"
 
 
-class Store:
-    """What the monitor keeps of syncs: each batch's cursor, the latest fields, every
-    event once by id (an event sent again must be the same event)."""
-
-    def __init__(self) -> None:
-        self.cursor: dict[str, Any] | None = None
-        self.fields: dict[str, dict[str, Any]] = {}
-        self.events: dict[str, dict[str, Event]] = {}
-        self.notes: list[str] = []
-        self.delivered: list[str] = []
-
-    def sync(self, connector: RtConnector) -> list[Batch]:
-        batches = []
-        for batch in connector.sync(self.cursor, threading.Event()):
-            batches.append(batch)
-            for change in batch.changes:
-                self.delivered.append(change.ticket)
-                self.fields[change.ticket] = dict(change.fields)
-                known = self.events.setdefault(change.ticket, {})
-                for event in change.events:
-                    assert known.setdefault(event.id, event) == event, "an event id changed"
-            self.cursor = batch.cursor
-            self.notes += batch.notes
-        return batches
-
-    def history(self, ticket: str) -> list[Event]:
-        return list(self.events[ticket].values())
-
-
 def shape(events: Sequence[Event]) -> list[tuple[Any, ...]]:
     """A history in order, as the Desk writes its expectations (no times or ids)."""
     out: list[tuple[Any, ...]] = []
@@ -232,8 +203,8 @@ def test_the_scenario_through_a_real_rt(rt, tmp_path):
                     ClockRow.metric, ClockRow.cycle)
             ).all()  # fmt: skip
             stored = [
-                (r.metric, r.cycle, r.state, _at(r.started_at), _at(r.deadline),
-                 _at(r.stopped_at), r.elapsed, r.target)
+                (r.metric, r.cycle, r.state, at(r.started_at), at(r.deadline),
+                 at(r.stopped_at), r.elapsed, r.target)
                 for r in rows
             ]  # fmt: skip
             expected = rules.evaluate("rt", store.history(tid), RULES, now)
@@ -268,10 +239,6 @@ def monitor_app(
     upgrade(app)
     register_connectors(app)
     return app, connector
-
-
-def _at(value: float | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
 
 
 # -- incremental, resumed --------------------------------------------------------------------

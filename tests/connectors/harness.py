@@ -1,0 +1,67 @@
+"""What every connector's tests need: a stand-in for the monitor that keeps what syncs
+deliver, a history's shape without the source's ids, and stored instants back as times."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import rules
+from connectors.base import Batch, Connector
+from rules.events import Created, Event, FieldChange, Message, Rating
+
+
+class Store:
+    """What the monitor keeps of syncs: each batch's cursor (as JSON), the latest fields,
+    every event once by id (an event sent again must be the same event)."""
+
+    def __init__(self) -> None:
+        self.cursor: dict[str, Any] | None = None
+        self.fields: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, dict[str, Event]] = {}
+        self.notes: list[str] = []
+        self.delivered: list[str] = []
+
+    def sync(self, connector: Connector, into: list[Batch] | None = None) -> list[Batch]:
+        batches = into if into is not None else []
+        for batch in connector.sync(self.cursor, threading.Event()):
+            json.dumps(batch.cursor)  # the monitor stores it as JSON
+            batches.append(batch)
+            for change in batch.changes:
+                self.delivered.append(change.ticket)
+                self.fields[change.ticket] = dict(change.fields)
+                known = self.events.setdefault(change.ticket, {})
+                for event in change.events:
+                    assert known.setdefault(event.id, event) == event, "an event id changed"
+            self.cursor = batch.cursor
+            self.notes += batch.notes
+        return batches
+
+    def history(self, ticket: int | str) -> list[Event]:
+        return list(self.events[str(ticket)].values())
+
+
+def shape(events: Sequence[Event]) -> list[tuple[Any, ...]]:
+    """A history as the engine replays it, without the source's ids."""
+    out: list[tuple[Any, ...]] = []
+    for e in rules.in_order(events):
+        if isinstance(e, Created):
+            fields = {k: e.fields[k] for k in ("status", "priority", "queue", "channel")}
+            out.append(("created", e.at, e.by, fields))
+        elif isinstance(e, Message):
+            out.append(("message", e.at, e.author, e.public))
+        elif isinstance(e, FieldChange):
+            out.append(("field", e.at, e.field, e.new))
+        elif isinstance(e, Rating):
+            out.append(("rating", e.at, e.survey, e.score))
+        else:
+            out.append(("removed", e.at, e.reason))
+    return out
+
+
+def at(value: float | None) -> dt.datetime | None:
+    """A stored instant (POSIX seconds) as an aware datetime."""
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
