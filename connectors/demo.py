@@ -21,17 +21,22 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from connectors.base import Batch, Connector, Cursor, FatalError, TicketChange, register
+from connectors.base import (
+    Batch,
+    Connector,
+    Cursor,
+    FatalError,
+    TicketChange,
+    aware,
+    register,
+    utc_now,
+)
 from connectors.demo_helpdesk import DAY, URL
 from connectors.demo_life import Ticket
 from connectors.demo_world import World
 
 BATCH_SIZE = 200  # ticket changes per batch (more only when many share one instant)
 MAX_TICKETS_PER_HOUR = 5000.0
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @register
@@ -45,7 +50,7 @@ class DemoConnector(Connector):
         name: str,
         options: Mapping[str, Any],
         *,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         super().__init__(name, options)
         self.seed = int(_number(options, "seed", 1, whole=True))
@@ -59,7 +64,7 @@ class DemoConnector(Connector):
             if self.backfill < 0:
                 raise FatalError("demo: backfill must not be negative")
         elif options.get("start") is not None:
-            self.start = _aware(options["start"])
+            self.start = aware(options["start"], "demo: start")
         else:
             self.backfill = 3 * DAY
         self._clock = clock
@@ -69,7 +74,7 @@ class DemoConnector(Connector):
         return URL.format(ticket)
 
     def sync(self, cursor: Cursor | None, stop: threading.Event) -> Iterator[Batch]:
-        now = int(_aware(self._clock()).timestamp())
+        now = int(aware(self._clock(), "demo: clock").timestamp())
         origin, live_at, since = self._position(cursor, now)
         world = self._world_of(origin, live_at)
 
@@ -149,21 +154,8 @@ def _number(options: Mapping[str, Any], key: str, default: float, whole: bool = 
     return float(value)
 
 
-def _aware(value: Any) -> dt.datetime:
-    if isinstance(value, str):
-        try:
-            value = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise FatalError(f"demo: not a point in time: {value!r}") from None
-    elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime.combine(value, dt.time())
-    if not isinstance(value, dt.datetime):
-        raise FatalError(f"demo: not a point in time: {value!r}")
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-
-
 def _seconds(value: Any) -> int:
-    return int(_aware(value).timestamp())
+    return int(aware(value, "demo: cursor time").timestamp())
 
 
 def _instant(t: int) -> dt.datetime:
