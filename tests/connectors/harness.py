@@ -65,3 +65,29 @@ def shape(events: Sequence[Event]) -> list[tuple[Any, ...]]:
 def at(value: float | None) -> dt.datetime | None:
     """A stored instant (POSIX seconds) as an aware datetime."""
     return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+def stored_clocks(ticket_id: int) -> list[tuple[Any, ...]]:
+    """A stored ticket's clocks as comparable rows (inside an app context)."""
+    from sqlalchemy import select
+
+    from monitor.models import ClockRow, db
+
+    rows = db.session.scalars(
+        select(ClockRow).where(ClockRow.ticket_id == ticket_id).order_by(
+            ClockRow.metric, ClockRow.cycle)
+    ).all()  # fmt: skip
+    return [
+        (r.metric, r.cycle, r.state, at(r.started_at), at(r.deadline), at(r.stopped_at),
+         r.elapsed, r.target)
+        for r in rows
+    ]  # fmt: skip
+
+
+def engine_clocks(evaluation: rules.Evaluation) -> list[tuple[Any, ...]]:
+    """The engine's clocks as rows comparable with :func:`stored_clocks`."""
+    return sorted(
+        (c.metric, c.cycle, c.state, c.started_at, c.deadline, c.stopped_at,
+         c.elapsed_seconds, c.target_seconds)
+        for c in evaluation.clocks
+    )  # fmt: skip

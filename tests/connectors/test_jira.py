@@ -33,9 +33,9 @@ from connectors.jira_mapping import ValueMap
 from monitor import create_app, register_connectors
 from monitor.config import load_config
 from monitor.database import upgrade
-from monitor.models import ClockRow, EventRow, Ticket, db
+from monitor.models import EventRow, Ticket, db
 from rules.events import Created, Event, FieldChange, Message, Rating, Removed
-from tests.connectors.harness import Store, at, shape
+from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks
 from tests.fakes import scenario
 from tests.fakes.jira import FakeJira
 from tests.fakes.scenario import STORIES, T0, Story
@@ -495,21 +495,9 @@ def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
             ticket = db.session.scalars(
                 select(Ticket).where(Ticket.source_id == str(ids[story.key]))
             ).one()
-            rows = db.session.scalars(
-                select(ClockRow).where(ClockRow.ticket_id == ticket.id).order_by(
-                    ClockRow.metric, ClockRow.cycle)
-            ).all()  # fmt: skip
-            stored = [
-                (r.metric, r.cycle, r.state, at(r.started_at), at(r.deadline),
-                 at(r.stopped_at), r.elapsed, r.target)
-                for r in rows
-            ]  # fmt: skip
+            stored = stored_clocks(ticket.id)
             expected = rules.evaluate("jr", scenario.expected_events(story), RULES, NOW)
-            wanted = sorted(
-                (c.metric, c.cycle, c.state, c.started_at, c.deadline, c.stopped_at,
-                 c.elapsed_seconds, c.target_seconds)
-                for c in expected.clocks
-            )  # fmt: skip
+            wanted = engine_clocks(expected)
             assert stored == wanted, story.key
             assert stored, story.key
             assert ticket.status == story.status_at_end()

@@ -32,9 +32,9 @@ from connectors.rt_mapping import ValueMap
 from monitor import create_app, register_connectors
 from monitor.config import load_config
 from monitor.database import upgrade
-from monitor.models import ClockRow, EventRow, Ticket, db
+from monitor.models import EventRow, Ticket, db
 from rules.events import Created, Event, FieldChange, Message, Removed
-from tests.connectors.harness import Store, at
+from tests.connectors.harness import Store, engine_clocks, stored_clocks
 from tests.fakes import scenario
 from tests.fakes.scenario import STORIES, Story
 from tests.services import RequestTracker, request_tracker
@@ -198,21 +198,9 @@ def test_the_scenario_through_a_real_rt(rt, tmp_path):
         for story in STORIES:
             tid = ids[story.key]
             ticket = db.session.scalars(select(Ticket).where(Ticket.source_id == tid)).one()
-            rows = db.session.scalars(
-                select(ClockRow).where(ClockRow.ticket_id == ticket.id).order_by(
-                    ClockRow.metric, ClockRow.cycle)
-            ).all()  # fmt: skip
-            stored = [
-                (r.metric, r.cycle, r.state, at(r.started_at), at(r.deadline),
-                 at(r.stopped_at), r.elapsed, r.target)
-                for r in rows
-            ]  # fmt: skip
+            stored = stored_clocks(ticket.id)
             expected = rules.evaluate("rt", store.history(tid), RULES, now)
-            wanted = sorted(
-                (c.metric, c.cycle, c.state, c.started_at, c.deadline, c.stopped_at,
-                 c.elapsed_seconds, c.target_seconds)
-                for c in expected.clocks
-            )  # fmt: skip
+            wanted = engine_clocks(expected)
             assert stored == wanted and stored, story.key
             assert ticket.status == store.fields[tid]["status"]
             events = db.session.query(EventRow).filter(EventRow.ticket_id == ticket.id).count()

@@ -30,9 +30,9 @@ from connectors.zammad_mapping import ValueMap
 from monitor import create_app, register_connectors
 from monitor.config import load_config
 from monitor.database import upgrade
-from monitor.models import ClockRow, EventRow, Ticket, db
+from monitor.models import EventRow, Ticket, db
 from rules.events import Created, Event, FieldChange, Message, Rating, Removed
-from tests.connectors.harness import Store, at, shape
+from tests.connectors.harness import Store, shape, stored_clocks
 from tests.fakes import scenario
 from tests.fakes.scenario import STORIES, T0
 from tests.fakes.serve import serving
@@ -464,15 +464,7 @@ def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
             ticket = db.session.scalars(
                 select(Ticket).where(Ticket.source_id == str(ids[story.key]))
             ).one()
-            rows = db.session.scalars(
-                select(ClockRow).where(ClockRow.ticket_id == ticket.id).order_by(
-                    ClockRow.metric, ClockRow.cycle)
-            ).all()  # fmt: skip
-            stored = [
-                (r.metric, r.cycle, r.state, at(r.started_at), at(r.deadline),
-                 at(r.stopped_at), r.elapsed, r.target)
-                for r in rows
-            ]  # fmt: skip
+            stored = stored_clocks(ticket.id)
             wanted = engine_rows(scenario.expected_events(story))
             assert stored == wanted, story.key
             assert stored, story.key
