@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,20 @@ class Connector:
         configured start) until caught up; return early once ``stop`` is set."""
         raise NotImplementedError
 
+    def webhook_tickets(self, body: bytes) -> Sequence[str]:
+        """The tickets a verified webhook body names, to re-fetch at once with
+        :meth:`fetch_tickets`. Empty: the body names none this connector can fetch alone,
+        so an early incremental sync runs instead."""
+        return ()
+
+    def fetch_tickets(
+        self, tickets: Sequence[str], stop: threading.Event
+    ) -> Iterator[TicketChange]:
+        """The current state and full history of these tickets, one change each (a ticket
+        the source no longer has yields a change holding a :class:`~rules.events.Removed`
+        event). Only called for ids :meth:`webhook_tickets` returned."""
+        raise NotImplementedError
+
     def ticket_url(self, ticket: str) -> str | None:
         """The ticket's page in the helpdesk, for links on the board and in alerts."""
         return None
@@ -106,6 +121,24 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
         lowered = name.lower()
         value = next((v for k, v in headers.items() if k.lower() == lowered), None)
     return value
+
+
+def numeric_id(body: bytes, *paths: str) -> tuple[str, ...]:
+    """The first whole-number id found in a JSON webhook body at one of ``paths`` (dotted:
+    ``"ticket.id"``), as text; empty when the body is not JSON or names none."""
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        return ()
+    for path in paths:
+        value: Any = data
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, str) and value.strip().isdigit():
+            return (str(int(value)),)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return (str(value),)
+    return ()
 
 
 _TYPES: dict[str, type[Connector]] = {}

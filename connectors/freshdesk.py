@@ -25,7 +25,7 @@ import email.utils
 import hmac
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import requests
@@ -37,6 +37,7 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
+    numeric_id,
     register,
 )
 from connectors.freshdesk_cursor import OVERLAP, State, Window, key_of
@@ -88,15 +89,13 @@ class FreshdeskConnector(Connector):
 
     # -- the sync ------------------------------------------------------------------------
 
+    def _http(self, stop: threading.Event) -> Http:
+        auth = (self.api_key, "X")
+        return Http("freshdesk", f"{self.url}/api/v2", stop, auth=auth, secrets=[self.api_key])
+
     def sync(self, cursor: Cursor | None, stop: threading.Event) -> Iterator[Batch]:
         state = State(cursor, self.start)
-        http = Http(
-            "freshdesk",
-            f"{self.url}/api/v2",
-            stop,
-            auth=(self.api_key, "X"),
-            secrets=[self.api_key],
-        )
+        http = self._http(stop)
         self._reloaded = False
         self._load_account(http)
         yield from self._tickets(http, state, stop)
@@ -163,20 +162,44 @@ class FreshdeskConnector(Connector):
                 if window.fresh(key):
                     rated.setdefault(rating["ticket_id"], []).append(rating)
                 window.take(key, at, server_now - SETTLED)
-        changes = []
-        for ticket_id, ratings in rated.items():
-            response = http.request("GET", f"tickets/{ticket_id}", params={"include": "stats"})
-            if response.status_code == 404:
-                continue  # gone: the deleted list tells of it
-            ticket = _decode(response, f"tickets/{ticket_id}")
-            if not isinstance(ticket, dict) or instant(ticket.get("updated_at")) is None:
-                raise RetriableError(f"freshdesk: /api/v2/tickets/{ticket_id} is not a ticket")
-            removed: Removal | None = (
-                "deleted" if ticket.get("deleted") else "spam" if ticket.get("spam") else None
-            )
-            conversations = self._conversations(http, ticket)
-            changes.append(ticket_change(ticket, self.account, conversations, ratings, removed))
-        return self._batch(changes, state, done=True)
+        changes = [self._read(http, ticket_id, ratings) for ticket_id, ratings in rated.items()]
+        found = [change for change in changes if change is not None]
+        return self._batch(found, state, done=True)
+
+    def _read(
+        self, http: Http, ticket_id: Any, ratings: Sequence[Mapping[str, Any]] = ()
+    ) -> TicketChange | None:
+        """One ticket read on its own, with its conversations; None when it is gone (the
+        deleted list tells of it)."""
+        response = http.request("GET", f"tickets/{ticket_id}", params={"include": "stats"})
+        if response.status_code == 404:
+            return None
+        ticket = _decode(response, f"tickets/{ticket_id}")
+        if not isinstance(ticket, dict) or instant(ticket.get("updated_at")) is None:
+            raise RetriableError(f"freshdesk: /api/v2/tickets/{ticket_id} is not a ticket")
+        removed: Removal | None = (
+            "deleted" if ticket.get("deleted") else "spam" if ticket.get("spam") else None
+        )
+        conversations = self._conversations(http, ticket)
+        return ticket_change(ticket, self.account, conversations, ratings, removed)
+
+    def fetch_tickets(
+        self, tickets: Sequence[str], stop: threading.Event
+    ) -> Iterator[TicketChange]:
+        """Tickets a webhook named, each read at once with its conversations."""
+        http = self._http(stop)
+        self._reloaded = False
+        self._load_account(http)
+        for ticket_id in tickets:
+            change = self._read(http, int(ticket_id))
+            if change is not None:
+                yield change
+
+    def webhook_tickets(self, body: bytes) -> Sequence[str]:
+        """The ticket the automation's payload names: Freshdesk's own
+        ``{"freshdesk_webhook": {"ticket_id": ...}}``, or ``ticket_id``, ``ticket.id`` or
+        ``id`` in a payload the team wrote with the ``{{ticket.id}}`` placeholder."""
+        return numeric_id(body, "freshdesk_webhook.ticket_id", "ticket_id", "ticket.id", "id")
 
     def _batch(self, changes: list[TicketChange], state: State, done: bool = False) -> Batch:
         newest = state.caught_up or state.windows["tickets"].since

@@ -21,7 +21,7 @@ import datetime as dt
 import hashlib
 import hmac
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from connectors.base import (
@@ -33,6 +33,7 @@ from connectors.base import (
     TicketChange,
     aware,
     header,
+    numeric_id,
     register,
     utc_now,
 )
@@ -104,8 +105,8 @@ class ZendeskConnector(Connector):
 
     # -- sync ----------------------------------------------------------------------------
 
-    def sync(self, cursor: Cursor | None, stop: threading.Event) -> Iterator[Batch]:
-        http = Http(
+    def _http(self, stop: threading.Event) -> Http:
+        return Http(
             "zendesk",
             self.base,
             stop,
@@ -113,6 +114,9 @@ class ZendeskConnector(Connector):
             auth=self._auth,
             secrets=self._secrets,
         )
+
+    def sync(self, cursor: Cursor | None, stop: threading.Event) -> Iterator[Batch]:
+        http = self._http(stop)
         after = (cursor or {}).get("after_cursor")
         if isinstance(after, str) and after:
             params: dict[str, Any] = {"cursor": after}
@@ -122,16 +126,11 @@ class ZendeskConnector(Connector):
             start_time = int((cursor or {}).get("start_time") or since.timestamp())
             params, position = {"start_time": start_time}, {"start_time": start_time}
         asked = {params.get("cursor")}
-        groups: dict[str, str] | None = None  # read once per sync, when first needed
+        groups: dict[str, str] = {}  # read once per sync, when first needed
         while True:
             page = _body(http.get(EXPORT, per_page=self.per_page, **params), "tickets", EXPORT)
             tickets = list({int(t["id"]): t for t in page["tickets"] if _has_id(t)}.values())
-            audits = {t["id"]: self._audits(http, t) for t in tickets}
-            self._learn_users(http, tickets, audits)
-            if groups is None and any(group_ids(t, audits[t["id"]] or ()) for t in tickets):
-                groups = self._groups(http)
-            directory = Directory(self._users, groups or {})
-            changes = [self._change(t, audits[t["id"]], directory) for t in tickets]
+            changes = self._changes(http, tickets, groups)
             end = page.get("end_of_stream") in (True, "true")
             following = page.get("after_cursor")
             notes = self.mapping.notes()
@@ -147,6 +146,31 @@ class ZendeskConnector(Connector):
                 return
             asked.add(following)
             params = {"cursor": following}
+
+    def _changes(
+        self, http: Http, tickets: list[dict[str, Any]], groups: dict[str, str]
+    ) -> list[TicketChange]:
+        """Each ticket with its audits, authors and group names read; ``groups`` is filled
+        the first time a ticket needs it."""
+        audits = {t["id"]: self._audits(http, t) for t in tickets}
+        self._learn_users(http, tickets, audits)
+        if not groups and any(group_ids(t, audits[t["id"]] or ()) for t in tickets):
+            groups.update(self._groups(http))
+        directory = Directory(self._users, groups)
+        return [self._change(t, audits[t["id"]], directory) for t in tickets]
+
+    def fetch_tickets(
+        self, tickets: Sequence[str], stop: threading.Event
+    ) -> Iterator[TicketChange]:
+        """Tickets a webhook named, read at once (``tickets/show_many``, 100 per call); one
+        Zendesk no longer shows is left to the incremental export, which reports deletions."""
+        http = self._http(stop)
+        ids = sorted({int(t) for t in tickets if t.isdigit()})
+        for i in range(0, len(ids), USERS_PER_CALL):
+            path = "/api/v2/tickets/show_many"
+            chunk = ",".join(map(str, ids[i : i + USERS_PER_CALL]))
+            found = _body(http.get(path, ids=chunk), "tickets", path)["tickets"]
+            yield from self._changes(http, [t for t in found if _has_id(t)], {})
 
     def _change(
         self, ticket: dict[str, Any], audits: list[dict[str, Any]] | None, directory: Directory
@@ -211,6 +235,11 @@ class ZendeskConnector(Connector):
             self.webhook_secret.encode(), timestamp.encode() + body, hashlib.sha256
         ).digest()
         return hmac.compare_digest(base64.b64encode(digest), signature.strip().encode())
+
+    def webhook_tickets(self, body: bytes) -> Sequence[str]:
+        """The ticket a webhook names: an event subscription's ``detail.id``, or a trigger's
+        payload as the team wrote it (``ticket.id``, ``ticket_id`` or ``id``)."""
+        return numeric_id(body, "detail.id", "ticket.id", "ticket_id", "id")
 
 
 def _collect(http: Http, path: str, key: str, base: str) -> list[dict[str, Any]] | None:

@@ -24,10 +24,6 @@ def store_batch(
     session: DbSession, connector: str, batch: Batch, rules: RuleSet, now: dt.datetime
 ) -> int:
     """Store a batch and its cursor and commit; returns the number of changes stored."""
-    tally = Tally()
-    touched = _store_changes(session, connector, batch.changes, tally)
-    session.flush()
-    refresh(session, touched, rules, now, tally)
     state = session.get(ConnectorState, connector)
     assert state is not None, f"connector {connector} is not registered"
     state.cursor = batch.cursor
@@ -35,10 +31,26 @@ def store_batch(
         state.newest_change = max(state.newest_change or 0.0, batch.newest.timestamp())
     if batch.notes:
         state.notes = list(batch.notes)
-    tally.add("slamon_connector_changes_total", {"connector": connector}, len(batch.changes))
+    return store_changes(session, connector, batch.changes, rules, now)
+
+
+def store_changes(
+    session: DbSession,
+    connector: str,
+    changes: Sequence[TicketChange],
+    rules: RuleSet,
+    now: dt.datetime,
+) -> int:
+    """Store changes, re-evaluate the tickets they touch and commit, leaving the cursor as
+    it is (a ticket re-read on its own, after a webhook); returns the number stored."""
+    tally = Tally()
+    touched = _store_changes(session, connector, changes, tally)
+    session.flush()
+    refresh(session, touched, rules, now, tally)
+    tally.add("slamon_connector_changes_total", {"connector": connector}, len(changes))
     tally.flush(session)
     session.commit()
-    return len(batch.changes)
+    return len(changes)
 
 
 def _store_changes(
@@ -93,6 +105,9 @@ def _store_changes(
 
 
 def _apply_fields(ticket: Ticket, change: TicketChange) -> None:
+    updated = change.updated_at or max((e.at for e in change.events), default=None)
+    if updated is not None and ticket.updated_at and updated.timestamp() < ticket.updated_at:
+        return  # older than what is stored (a page read again after a webhook's re-read)
     fields = change.fields
     for name in TEXT_FIELDS:
         if name in fields:
@@ -110,7 +125,6 @@ def _apply_fields(ticket: Ticket, change: TicketChange) -> None:
         ticket.created_at = created.timestamp()
     elif ticket.created_at is None:
         ticket.created_at = min((e.at.timestamp() for e in change.events), default=0.0)
-    updated = change.updated_at or max((e.at for e in change.events), default=None)
     if updated is not None:
         ticket.updated_at = max(ticket.updated_at or 0.0, updated.timestamp())
     elif ticket.updated_at is None:

@@ -10,17 +10,21 @@ import random
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
 from connectors.base import Connector, FatalError, RetriableError
 from monitor.counters import POLL_BUCKETS, Tally
 from monitor.evaluator import count_due_breaches
-from monitor.ingest import store_batch
+from monitor.ingest import store_batch, store_changes
 from monitor.models import ConnectorState, db
 from monitor.secrets import Redactor
+
+if TYPE_CHECKING:
+    from monitor.alerts import AlertPusher
 
 log = logging.getLogger("slamon.sync")
 BACKOFF_FIRST, BACKOFF_CAP = 5.0, 600.0
@@ -33,6 +37,14 @@ class Job:
     failures: int = 0
     fatal: bool = False
     poke: threading.Event = field(default_factory=threading.Event)
+    resync: bool = False  # sync before the interval is up
+    wanted: set[str] = field(default_factory=set)  # tickets to re-read at once
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take_wanted(self) -> list[str]:
+        with self.lock:
+            wanted, self.wanted = sorted(self.wanted), set()
+        return wanted
 
 
 class Scheduler:
@@ -49,6 +61,7 @@ class Scheduler:
         self.clock = clock
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.alerts: AlertPusher | None = None  # per-ticket alerts, when configured
 
     # -- one sync ------------------------------------------------------------------------
 
@@ -67,12 +80,15 @@ class Scheduler:
                 stored = 0
                 for batch in job.connector.sync(cursor, self.stopping):
                     stored += store_batch(db.session, name, batch, rules, self.clock())
+                    self._clocks_changed()
                     if progress is not None:
                         progress(stored)
                     for note in batch.notes:
                         log.warning("%s: %s", name, self.redact(note))
                     if self.stopping.is_set():
                         break
+                    if job.wanted:  # a webhook came in during a long sync
+                        self.fetch_wanted(name)
             except FatalError as exc:
                 ok, error, job.fatal = False, f"stopped: {exc}", True
             except RetriableError as exc:
@@ -85,6 +101,31 @@ class Scheduler:
             self._record(name, ok, error, time.monotonic() - began)
         job.failures = 0 if ok else job.failures + 1
         return ok
+
+    def fetch_wanted(self, name: str) -> int:
+        """Re-read the tickets webhooks named, store them (the cursor stays where it is)
+        and return how many were stored. When the connector cannot read one ticket alone,
+        or the read fails, an early incremental sync does the work instead."""
+        job = self.jobs[name]
+        tickets = job.take_wanted()
+        if not tickets:
+            return 0
+        with self.app.app_context():
+            try:
+                changes = list(job.connector.fetch_tickets(tickets, self.stopping))
+                rules = self.app.extensions["slamon"].rules
+                stored = store_changes(db.session, name, changes, rules, self.clock())
+                self._clocks_changed()
+                return stored
+            except NotImplementedError:
+                job.resync = True
+            except Exception as exc:  # the sync that follows reports it
+                failure = self.redact(f"{type(exc).__name__}: {exc}")
+                log.warning("%s: re-reading tickets failed, syncing instead: %s", name, failure)
+                job.resync = True
+            finally:
+                db.session.rollback()
+        return 0
 
     def _record(self, name: str, ok: bool, error: str | None, seconds: float) -> None:
         state = db.session.get(ConnectorState, name)
@@ -110,9 +151,16 @@ class Scheduler:
         """Count the breaches whose deadlines passed since the last tick."""
         with self.app.app_context():
             tally = Tally()
-            if count_due_breaches(db.session, self.clock(), tally):
+            breaches = count_due_breaches(db.session, self.clock(), tally)
+            if breaches:
                 tally.flush(db.session)
             db.session.commit()
+        if breaches:
+            self._clocks_changed()
+
+    def _clocks_changed(self) -> None:
+        if self.alerts is not None:
+            self.alerts.poke()  # only sets an event: a slow Alertmanager never holds us up
 
     # -- threads -------------------------------------------------------------------------
 
@@ -126,26 +174,44 @@ class Scheduler:
         ticker = threading.Thread(target=self._ticker, name="ticker", daemon=True)
         ticker.start()
         self.threads.append(ticker)
+        if self.alerts is not None:
+            self.threads.append(self.alerts.start(self.stopping))
 
     def stop(self, timeout: float = 30.0) -> None:
         """Ask every loop to stop after the page in hand, and wait for them."""
         self.stopping.set()
         for job in self.jobs.values():
             job.poke.set()
+        if self.alerts is not None:
+            self.alerts.poke()
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def poke(self, name: str) -> None:
         """Sync this connector now (a webhook said something changed)."""
-        self.jobs[name].poke.set()
+        job = self.jobs[name]
+        job.resync = True
+        job.poke.set()
+
+    def fetch(self, name: str, tickets: Iterable[str]) -> None:
+        """Re-read these tickets now (a webhook named them), without waiting for a sync."""
+        job = self.jobs[name]
+        with job.lock:
+            job.wanted.update(tickets)
+        job.poke.set()
 
     def _loop(self, name: str) -> None:
         job = self.jobs[name]
+        due = 0.0
         while not self.stopping.is_set() and not job.fatal:
             job.poke.clear()
-            self.sync_once(name)
-            job.poke.wait(self._delay(job))
+            self.fetch_wanted(name)
+            if job.resync or time.monotonic() >= due:
+                job.resync = False
+                self.sync_once(name)
+                due = time.monotonic() + self._delay(job)
+            job.poke.wait(max(0.0, due - time.monotonic()))
 
     def _delay(self, job: Job) -> float:
         if job.failures == 0:

@@ -94,8 +94,16 @@ def webhook(connector: str) -> Any:
     verify = getattr(instance, "verify_webhook", None)
     if verify is None:
         return error(404, "this connector takes no webhooks", connector)
-    if not verify(request.headers, request.get_data()):
+    body = request.get_data()
+    if not verify(request.headers, body):
         return error(401, "bad signature")
+    try:
+        tickets = list(instance.webhook_tickets(body))
+    except Exception:  # an odd body: sync instead
+        tickets = []
     if ext.scheduler is not None:
-        ext.scheduler.poke(connector)
-    return jsonify({"accepted": True}), 202
+        if tickets:
+            ext.scheduler.fetch(connector, tickets)
+        else:
+            ext.scheduler.poke(connector)
+    return jsonify({"accepted": True, "tickets": tickets}), 202

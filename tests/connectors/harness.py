@@ -91,3 +91,47 @@ def engine_clocks(evaluation: rules.Evaluation) -> list[tuple[Any, ...]]:
          c.elapsed_seconds, c.target_seconds)
         for c in evaluation.clocks
     )  # fmt: skip
+
+
+def webhook_refetch(
+    app: Any, name: str, ticket: str, change: Any, post: Any, wait: float = 10.0
+) -> tuple[Any, list[str]]:
+    """Run the app's sync loop until its first sync is stored; then ``change()`` the ticket
+    at the source and ``post(client)`` its webhook. Returns the webhook's response and the
+    kinds of the events the ticket gained, which must arrive within ``wait`` seconds while
+    the stored cursor stays where the sync left it."""
+    import time
+
+    from sqlalchemy import select
+
+    from monitor.models import ConnectorState, EventRow, Ticket, db
+
+    def stored() -> tuple[Any, list[str]]:
+        with app.app_context():
+            state = db.session.get(ConnectorState, name)
+            found = db.session.scalars(
+                select(Ticket).where(Ticket.connector == name, Ticket.source_id == ticket)
+            ).one_or_none()
+            kinds = [] if found is None else list(db.session.scalars(
+                select(EventRow.kind).where(EventRow.ticket_id == found.id).order_by(EventRow.id)
+            ))  # fmt: skip
+            return (state.cursor if state else None, state.last_success if state else None), kinds
+
+    scheduler = app.extensions["slamon"].scheduler
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + wait
+        while stored()[0][1] is None:
+            assert time.monotonic() < deadline, "the first sync did not finish"
+            time.sleep(0.05)
+        (cursor, _), before = stored()
+        change()
+        response = post(app.test_client())
+        deadline = time.monotonic() + wait
+        while len(stored()[1]) == len(before) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (after_cursor, _), after = stored()
+        assert after_cursor == cursor, "re-reading one ticket moved the cursor"
+        return response, after[len(before) :]
+    finally:
+        scheduler.stop(timeout=10)

@@ -28,6 +28,7 @@ from monitor.database import upgrade
 from monitor.evaluator import refresh
 from monitor.models import ClockRow, ConnectorState, Ticket, db
 from rules.events import Event, FieldChange, Message, Rating, Removed
+from tests.connectors.harness import webhook_refetch
 from tests.fakes import scenario
 from tests.fakes.freshdesk import API_KEY, PAGE_CAP_MESSAGE, UNAUTHORIZED, FakeFreshdesk
 
@@ -253,6 +254,36 @@ def test_webhooks_carry_the_shared_secret():
     unsigned = make("http://127.0.0.1:9")  # no secret configured: nothing is trusted
     assert not unsigned.verify_webhook(basic("", ""), body)
     assert not unsigned.verify_webhook({"X-Webhook-Secret": ""}, body)
+
+
+def test_a_webhook_re_reads_its_ticket_at_once(fake, tmp_path):
+    tid = seed(fake, 3)[1]
+    assert make("http://127.0.0.1:9").webhook_tickets(b'{"ticket": {"id": "12"}}') == ("12",)
+    with fake.serving() as url:
+        config = {"database": f"sqlite:///{tmp_path / 'slamon.db'}", **scenario.RULES,
+                  "connectors": [{"name": "fd", "type": "freshdesk", "url": url,
+                                  "api_key": API_KEY, "start": START.isoformat(),
+                                  "webhook_secret": "hook"}]}  # fmt: skip
+        path = tmp_path / "slamon.yaml"
+        path.write_text(json.dumps(config))
+        app = create_app(load_config(path, now=fake.now), clock=lambda: fake.now)
+        upgrade(app)
+        register_connectors(app)
+        lists = []
+
+        def customer_writes() -> None:
+            lists.append(len(list_queries(fake)))
+            fake.reply(tid, "customer")
+
+        body = json.dumps({"freshdesk_webhook": {"ticket_id": tid}}).encode()
+        response, gained = webhook_refetch(
+            app, "fd", str(tid), customer_writes,
+            lambda web: web.post("/api/v1/webhooks/fd", data=body, headers=basic("hook", "X")),
+        )  # fmt: skip
+        assert response.status_code == 202 and response.json["tickets"] == [str(tid)]
+        # the reply, and (API v2 keeps no field history) the fields as of this update
+        assert gained[0] == "message" and set(gained[1:]) <= {"field"}
+        assert len(list_queries(fake)) == lists[0]  # the ticket list was not read again
 
 
 @pytest.mark.parametrize("variant", ["as documented", "stricter"])

@@ -6,7 +6,11 @@ the engine gives for the story itself."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,7 @@ from monitor.config import load_config
 from monitor.database import upgrade
 from monitor.models import EventRow, Ticket, db
 from rules.events import Created, FieldChange, Message, Rating, Removed
-from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks
+from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks, webhook_refetch
 from tests.fakes import scenario
 from tests.fakes.scenario import STORIES, T0
 from tests.fakes.serve import serving
@@ -402,3 +406,43 @@ def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
     assert client.post("/api/v1/webhooks/zd", data=DOC_BODY, headers=DOC_VECTOR).status_code == 202
     with app.app_context():
         assert db.session.query(EventRow).count() == events
+
+
+def test_a_webhook_re_reads_its_ticket_at_once(fake, url, tmp_path):
+    ids = fake.load(STORIES)
+    app = monitor_app(tmp_path, url, connect(url, per_page=2, webhook_secret=DOC_SECRET))
+    agent = next(uid for uid, user in fake.users.items() if user["role"] == "agent")
+    tid = ids["refund"]
+    body = json.dumps({"type": "zen:event-type:ticket.comment_added", "detail": {"id": str(tid)}})
+    stamp = "2026-11-25T09:00:00Z"
+    digest = hmac.new(DOC_SECRET.encode(), stamp.encode() + body.encode(), hashlib.sha256)
+    headers = {"X-Zendesk-Webhook-Signature": base64.b64encode(digest.digest()).decode(),
+               "X-Zendesk-Webhook-Signature-Timestamp": stamp}  # fmt: skip
+    exports = []
+
+    def answer() -> None:
+        exports.append(sum(EXPORT in line for line in fake.log))
+        fake.reply(tid, NOW - dt.timedelta(minutes=1), agent, status="pending")
+
+    response, gained = webhook_refetch(
+        app,
+        "zd",
+        str(tid),
+        answer,
+        lambda c: c.post("/api/v1/webhooks/zd", data=body, headers=headers),
+    )
+    assert response.status_code == 202 and response.json["tickets"] == [str(tid)]
+    assert sorted(gained) == ["field", "message"]  # the reply and the status change
+    assert sum(EXPORT in line for line in fake.log) == exports[0]  # no export was read
+    with app.app_context():
+        ticket = db.session.scalars(select(Ticket).where(Ticket.source_id == str(tid))).one()
+        assert ticket.status == "pending"
+
+
+def test_webhook_bodies_name_their_ticket(url):
+    connector = connect(url)
+    assert connector.webhook_tickets(DOC_BODY) == ("123",)
+    assert connector.webhook_tickets(b'{"ticket": {"id": "77", "status": "open"}}') == ("77",)
+    assert connector.webhook_tickets(b'{"ticket_id": 78}') == ("78",)
+    for odd in (b"", b"not json", b"[1]", b'{"ticket": {"id": "x"}}', b'{"id": true}'):
+        assert connector.webhook_tickets(odd) == ()

@@ -327,6 +327,7 @@ class FakeZendesk:
             ("/api/v2/incremental/tickets/cursor", self._export),
             ("/api/v2/tickets/<int:tid>/audits", self._ticket_audits),
             ("/api/v2/users/show_many", self._show_many),
+            ("/api/v2/tickets/show_many", self._show_tickets),
             ("/api/v2/groups", self._groups),
         ):
             app.add_url_rule(rule, view_func=view)
@@ -440,6 +441,15 @@ class FakeZendesk:
             return jsonify(error="TooManyValues", description="Maximum 100 users per call"), 400
         users = [self.users[i] for i in ids if i in self.users]
         return jsonify(users=users, next_page=None, previous_page=None, count=len(users))
+
+    def _show_tickets(self) -> Any:
+        ids = [int(i) for i in request.args.get("ids", "").split(",") if i.strip().isdigit()]
+        if len(ids) > 100:
+            return jsonify(error="TooManyValues", description="Maximum 100 tickets per call"), 400
+        with self.lock:  # show_many leaves out deleted tickets
+            tickets = [self._public(self.tickets[i]) for i in ids
+                       if i in self.tickets and self.tickets[i]["status"] != "deleted"]  # fmt: skip
+        return jsonify(tickets=tickets, next_page=None, previous_page=None, count=len(tickets))
 
     def _groups(self) -> Any:
         groups = list(self.groups.values())
