@@ -32,6 +32,7 @@ bench: setup
 	$(PY) bench/calendar.py
 	$(PY) bench/clocks.py
 	$(PY) bench/ingest.py
+	$(PY) bench/breach_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

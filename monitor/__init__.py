@@ -94,6 +94,11 @@ def create_app(
         if name == spec.name
     }
     ext.scheduler = Scheduler(app, jobs, ext.redact, clock)
+    if config.alertmanager is not None:
+        from monitor.alerts import AlertPusher, PushMetrics
+
+        ext.scheduler.alerts = AlertPusher(app, config.alertmanager, ext.redact, clock)
+        registry.register(PushMetrics(lambda: db.Session(bind=_engine(app))))
     app.extensions["slamon"] = ext
 
     from monitor import views_api, views_board, views_metrics

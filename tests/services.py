@@ -1,5 +1,5 @@
-"""Real services the tests start on loopback: a throwaway PostgreSQL cluster and a
-throwaway Request Tracker 5."""
+"""Real services the tests start on loopback: a throwaway PostgreSQL cluster, a throwaway
+Request Tracker 5, Alertmanager and Dovecot IMAP."""
 
 from __future__ import annotations
 
@@ -212,3 +212,262 @@ def _wait_for_rt(url: str, process: subprocess.Popen[bytes], log: Path, deadline
             pass
         time.sleep(0.1)
     raise RuntimeError(f"rt-server not ready within {deadline:.0f} s: {log.read_text()[-2000:]}")
+
+
+ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
+
+
+@contextlib.contextmanager
+def alertmanager(
+    config_yaml: str, port: int | None = None, deadline: float = 30.0
+) -> Iterator[str]:
+    """Alertmanager (Debian's prometheus-alertmanager) on a loopback port (a free one unless
+    ``port`` is given: a restart on the same address) with gossip off and its storage in a
+    fresh temp dir (REAL-COMPONENTS.md §2); yields its base URL. Killed and removed after."""
+    import urllib.request
+
+    if not ALERTMANAGER.exists():
+        raise RuntimeError("Alertmanager is not installed: run scripts/system-deps.sh")
+    base = Path(tempfile.mkdtemp(prefix="slamon-am-"))
+    (base / "alertmanager.yml").write_text(config_yaml)
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        with open(base / "alertmanager.log", "wb") as log:
+            process = subprocess.Popen(
+                [str(ALERTMANAGER), f"--config.file={base / 'alertmanager.yml'}",
+                 f"--storage.path={base / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+                 "--cluster.listen-address="],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        until = time.monotonic() + deadline
+        while True:
+            if process.poll() is not None:
+                output = (base / "alertmanager.log").read_text()
+                raise RuntimeError(f"alertmanager exited: {output[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > until:
+                raise RuntimeError(f"alertmanager not ready within {deadline:.0f} s")
+            time.sleep(0.05)
+        yield url
+    finally:
+        if process is not None:
+            process.kill()
+            process.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+DOVECOT = Path("/usr/sbin/dovecot")
+DOVECOT_CONFIG = """base_dir = {run}
+state_dir = {base}/state
+instance_name = slamon-test-dovecot-{port}
+log_path = {base}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {base}/users
+}}
+userdb {{
+  driver = static
+  args = uid={user} gid={group} home={base}/mail/%u
+}}
+mail_location = maildir:~/Maildir
+mailbox_list_index = yes
+namespace inbox {{
+  inbox = yes
+  separator = /
+  mailbox Sent {{
+    special_use = \\Sent
+    auto = create
+  }}
+  mailbox Solved {{
+    auto = create
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"""
+# Without root the daemon cannot switch users: everything runs as the caller
+# (REAL-COMPONENTS.md §3, "As an unprivileged user").
+DOVECOT_UNPRIVILEGED = """default_internal_user = {user}
+default_internal_group = {group}
+default_login_user = {user}
+service imap-login {{
+  chroot =
+}}
+service anvil {{
+  chroot =
+}}
+"""
+
+
+@dataclass(frozen=True)
+class Dovecot:
+    """A running throwaway Dovecot: where it listens, its one user, and its config (for
+    ``doveadm``). INBOX, ``Sent`` (SPECIAL-USE ``\\Sent``) and ``Solved`` exist."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    config: Path
+    maildir: Path  # the user's Maildir (for messages no client may APPEND)
+
+    def doveadm(self, *args: str) -> str:
+        done = subprocess.run(["doveadm", "-c", str(self.config), *args], check=True,
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        return done.stdout
+
+
+@contextlib.contextmanager
+def dovecot(tmp: Path | None = None, deadline: float = 30.0) -> Iterator[Dovecot]:
+    """Dovecot IMAP (Debian's dovecot-imapd) on a free loopback port, plain text (no TLS),
+    from its own config in a temp dir (REAL-COMPONENTS.md §3); Debian's /etc/dovecot is not
+    read. One user in a passwd-file. Its sockets live in a short /tmp path (a Unix socket's
+    path is limited to 108 bytes); the rest in ``tmp`` if given, which the unprivileged mail
+    processes must be able to traverse (pytest's ``tmp_path`` is not). Stopped and removed
+    afterwards."""
+    import grp
+    import pwd
+
+    if not DOVECOT.exists() or not Path("/usr/lib/dovecot/imap").exists():
+        raise RuntimeError("Dovecot IMAP is not installed: run scripts/system-deps.sh")
+    base = Path(tempfile.mkdtemp(prefix="slamon-dovecot-", dir=tmp))
+    base.chmod(0o755)
+    port = free_port()
+    root = os.geteuid() == 0
+    user = "nobody" if root else pwd.getpwuid(os.geteuid()).pw_name
+    group = "nogroup" if root else grp.getgrgid(os.getegid()).gr_name
+    run = Path(tempfile.mkdtemp(prefix="slamon-dc-"))
+    run.chmod(0o755)
+    for sub in ("state", "mail"):
+        (base / sub).mkdir()
+    if root:
+        shutil.chown(base / "mail", user, group)
+    account = Dovecot("127.0.0.1", port, "support@example.test", "hunter2",
+                      base / "dovecot.conf",
+                      base / "mail" / "support@example.test" / "Maildir")  # fmt: skip
+    (base / "users").write_text(f"{account.user}:{{PLAIN}}{account.password}\n")
+    config = DOVECOT_CONFIG.format(base=base, run=run, port=port, user=user, group=group)
+    if not root:
+        config += DOVECOT_UNPRIVILEGED.format(user=user, group=group)
+    account.config.write_text(config)
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        with open(base / "dovecot.stdout", "wb") as log:
+            process = subprocess.Popen(
+                [str(DOVECOT), "-F", "-c", str(account.config)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        until = time.monotonic() + deadline
+        while not _imap_ready(port):
+            if process.poll() is not None:
+                output = (base / "dovecot.stdout").read_text() + _tail(base / "dovecot.log")
+                raise RuntimeError(f"dovecot exited: {output[-2000:]}")
+            if time.monotonic() > until:
+                raise RuntimeError(f"dovecot not ready within {deadline:.0f} s")
+            time.sleep(0.05)
+        yield account
+    finally:
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def _imap_ready(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            return s.recv(64).startswith(b"* OK")
+    except OSError:
+        return False
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+PROMETHEUS = Path("/usr/bin/prometheus")
+
+
+@contextlib.contextmanager
+def prometheus(
+    rule_files: list[Path] | tuple[Path, ...],
+    targets: list[str] | tuple[str, ...],
+    alertmanager: str | None = None,
+    deadline: float = 30.0,
+) -> Iterator[str]:
+    """Prometheus 2 (Debian's) on a free loopback port, scraping ``targets`` ("host:port")
+    as job ``slamon`` every second, evaluating ``rule_files`` every second and, when given,
+    sending alerts to ``alertmanager`` ("host:port"). Yields its base URL; stopped and its
+    temp dir removed afterwards (REAL-COMPONENTS.md §1)."""
+    import json
+
+    import requests
+
+    if not PROMETHEUS.exists():
+        raise RuntimeError("Prometheus is not installed: run scripts/system-deps.sh")
+    base = Path(tempfile.mkdtemp(prefix="slamon-prom-"))
+    port = free_port()
+    config: dict[str, object] = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(Path(f).resolve()) for f in rule_files],
+        "scrape_configs": [{"job_name": "slamon", "static_configs": [{"targets": list(targets)}]}],
+    }
+    if alertmanager is not None:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    (base / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    url = f"http://127.0.0.1:{port}"
+    log = base / "prometheus.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(PROMETHEUS), f"--config.file={base / 'prometheus.yml'}",
+             f"--storage.tsdb.path={base / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+             f"--web.external-url={url}/"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        until = time.monotonic() + deadline
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {log.read_text()[-2000:]}")
+            try:
+                if requests.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > until:
+                raise RuntimeError(f"prometheus not ready in {deadline:.0f} s: {log.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(base, ignore_errors=True)
