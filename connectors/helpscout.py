@@ -35,7 +35,7 @@ import hashlib
 import hmac
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import requests
@@ -50,6 +50,7 @@ from connectors.base import (
     TicketChange,
     aware,
     header,
+    numeric_id,
     register,
     utc_now,
 )
@@ -166,10 +167,14 @@ class HelpscoutConnector(Connector):
 
     # -- the sync ------------------------------------------------------------------------
 
-    def sync(self, cursor: Cursor | None, stop: threading.Event) -> Iterator[Batch]:
+    def _http(self, stop: threading.Event) -> Http:
         http = Http("helpscout", self.base, stop, auth=_Bearer(self),
                     secrets=[self.app_secret, self._token or ""])  # fmt: skip
         http.session.hooks["response"].append(_rate_headers)
+        return http
+
+    def sync(self, cursor: Cursor | None, stop: threading.Event) -> Iterator[Batch]:
+        http = self._http(stop)
         window = _Window.load(cursor, self.start)
         mailboxes = self._mailboxes(http)
         params: dict[str, Any] = {"status": "all", "sortField": "modifiedAt", "sortOrder": "asc"}
@@ -197,6 +202,30 @@ class HelpscoutConnector(Connector):
                 page, since = 1, window.since
             else:
                 page += 1
+
+    def fetch_tickets(
+        self, tickets: Sequence[str], stop: threading.Event
+    ) -> Iterator[TicketChange]:
+        """Conversations a webhook named, each read at once with its threads; one merged or
+        deleted meanwhile is left to the next sync."""
+        http = self._http(stop)
+        mailboxes = self._mailboxes(http)
+        for cid in tickets:
+            path = f"{LIST}/{int(cid)}"
+            response = self._get(http, path)
+            if response.status_code != 200:  # 301 merged, 404 deleted
+                continue
+            conversation = _page(response, "threads", path)
+            if not _has_id(conversation):
+                raise RetriableError(f"helpscout: {path} is not a conversation")
+            server_now = _server_time(response)
+            change = self._change(http, conversation, mailboxes, _Window(self.start), server_now)
+            if change is not None:
+                yield change
+
+    def webhook_tickets(self, body: bytes) -> Sequence[str]:
+        """The conversation a ``convo.*`` webhook carries (its body is the conversation)."""
+        return numeric_id(body, "id")
 
     def _change(
         self,

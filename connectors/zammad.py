@@ -30,7 +30,7 @@ import datetime as dt
 import hashlib
 import hmac
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from connectors.base import (
@@ -42,6 +42,7 @@ from connectors.base import (
     TicketChange,
     aware,
     header,
+    numeric_id,
     register,
     utc_now,
 )
@@ -102,14 +103,12 @@ class ZammadConnector(Connector):
 
     # -- sync ----------------------------------------------------------------------------
 
+    def _http(self, stop: threading.Event) -> Http:
+        headers = {"Authorization": f"Token token={self._token}"}
+        return Http("zammad", self.base, stop, headers=headers, secrets=[self._token])
+
     def sync(self, cursor: Cursor | None, stop: threading.Event) -> Iterator[Batch]:
-        http = Http(
-            "zammad",
-            self.base,
-            stop,
-            headers={"Authorization": f"Token token={self._token}"},
-            secrets=[self._token],
-        )
+        http = self._http(stop)
         since, seen = _position(cursor)
         mark = since - OVERLAP if since is not None else self.start
         page, previous, read = 1, None, False
@@ -151,6 +150,25 @@ class ZammadConnector(Connector):
             else:  # a full page at one instant: the next page of the same query
                 page += 1
             previous = ids
+
+    def fetch_tickets(
+        self, tickets: Sequence[str], stop: threading.Event
+    ) -> Iterator[TicketChange]:
+        """Tickets a webhook named, each read at once with its articles and history; one
+        gone meanwhile is left to the next sync."""
+        http = self._http(stop)
+        self._read_reference(http)
+        for tid in tickets:
+            ticket = _json_or_none(http, f"{API}/tickets/{int(tid)}")
+            if ticket is None:
+                continue
+            if not isinstance(ticket, dict) or not _well_formed(ticket):
+                raise RetriableError(f"zammad: {API}/tickets/{int(tid)} is not a ticket")
+            yield self._change(ticket, self._articles(http, ticket), self._history(http, ticket))
+
+    def webhook_tickets(self, body: bytes) -> Sequence[str]:
+        """The ticket of a trigger's webhook (its default payload's ``ticket.id``)."""
+        return numeric_id(body, "ticket.id")
 
     def _search(self, http: Http, mark: dt.datetime, page: int) -> list[dict[str, Any]]:
         condition = {"ticket.updated_at": {"operator": "after (absolute)", "value": _iso(mark)}}

@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from monitor.config import load_config
 from monitor.database import upgrade
 from monitor.models import EventRow, Ticket, db
 from rules.events import Created, Event, FieldChange, Message, Rating, Removed
-from tests.connectors.harness import Store, engine_clocks, stored_clocks
+from tests.connectors.harness import Store, engine_clocks, stored_clocks, webhook_refetch
 from tests.fakes import scenario
 from tests.fakes.helpscout import FakeHelpScout
 from tests.fakes.scenario import STORIES, T0, Story
@@ -480,3 +481,25 @@ def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
     assert client.post("/api/v1/webhooks/hs", data=BODY, headers=signed(BODY)).status_code == 202
     with app.app_context():
         assert db.session.query(EventRow).count() == events
+
+
+def test_a_webhook_re_reads_its_conversation_at_once(fake, url, tmp_path):
+    ids = fake.load(STORIES)
+    app = monitor_app(tmp_path, url, connect(url, webhook_secret=SECRET))
+    cid = ids["refund"]
+    body = json.dumps({"id": cid, "number": 7, "subject": "Refund"}).encode()
+    lists = []
+
+    def answer() -> None:
+        lists.append(sum(line.startswith("GET /v2/conversations?") for line in fake.log))
+        assert lists[0] > 0  # the sync read the list
+        fake.thread(cid, NOW - dt.timedelta(minutes=1), "message")
+
+    response, gained = webhook_refetch(
+        app, "hs", str(cid), answer,
+        lambda c: c.post("/api/v1/webhooks/hs", data=body, headers={
+            **signed(body), "X-HelpScout-Event": "convo.agent.reply.created"}),
+    )  # fmt: skip
+    assert response.status_code == 202 and response.json["tickets"] == [str(cid)]
+    assert gained == ["message"]
+    assert sum(line.startswith("GET /v2/conversations?") for line in fake.log) == lists[0]

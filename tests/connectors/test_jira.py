@@ -35,7 +35,7 @@ from monitor.config import load_config
 from monitor.database import upgrade
 from monitor.models import EventRow, Ticket, db
 from rules.events import Created, Event, FieldChange, Message, Rating, Removed
-from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks
+from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks, webhook_refetch
 from tests.fakes import scenario
 from tests.fakes.jira import FakeJira
 from tests.fakes.scenario import STORIES, T0, Story
@@ -521,6 +521,37 @@ def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
         assert db.session.query(EventRow).count() == events + 1
         removed = db.session.scalars(select(EventRow).where(EventRow.kind == "removed")).one()
         assert removed.at == minutes(600).timestamp()
+
+
+def test_a_webhook_re_reads_its_issue_at_once(fake, url, tmp_path):
+    ids = fake.load(STORIES)
+    app = monitor_app(tmp_path, url, connect(url, per_page=2, webhook_secret=SECRET))
+    agent = next(aid for aid, user in fake.users.items() if user["accountType"] == "atlassian")
+    iid = ids["refund"]
+    body = json.dumps(
+        {
+            "timestamp": 1,
+            "webhookEvent": "comment_created",
+            "issue": {"id": str(iid), "key": fake.issues[iid]["key"]},
+        }
+    ).encode()
+    searches = []
+
+    def answer() -> None:
+        searches.append(sum("search/jql" in line for line in fake.log))
+        fake.comment(iid, NOW - dt.timedelta(minutes=1), agent)
+
+    response, gained = webhook_refetch(
+        app, "jr", str(iid), answer,
+        lambda c: c.post("/api/v1/webhooks/jr", data=body, headers={"X-Hub-Signature": sign(body)}),
+    )  # fmt: skip
+    assert response.status_code == 202 and response.json["tickets"] == [str(iid)]
+    assert gained == ["message"]
+    asked = [line for line in fake.log if "search/jql" in line][searches[0] :]
+    assert len(asked) == 1 and "id+in" in asked[0]  # one search, for that issue alone
+    connector = connect(url)
+    assert connector.webhook_tickets(json.dumps(fake.delete(iid, NOW)).encode()) == ()
+    assert connector.webhook_tickets(b"[]") == connector.webhook_tickets(b"{") == ()
 
 
 def test_a_query_jira_refuses_stops_the_connector(fake, url):

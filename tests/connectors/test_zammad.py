@@ -14,6 +14,8 @@ follow-up) and the admin-added priority ``4 urgent`` to urgent (:data:`SITE`).""
 from __future__ import annotations
 
 import datetime as dt
+import hmac
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,11 +34,11 @@ from monitor.config import load_config
 from monitor.database import upgrade
 from monitor.models import EventRow, Ticket, db
 from rules.events import Created, Event, FieldChange, Message, Rating, Removed
-from tests.connectors.harness import Store, shape, stored_clocks
+from tests.connectors.harness import Store, shape, stored_clocks, webhook_refetch
 from tests.fakes import scenario
 from tests.fakes.scenario import STORIES, T0
 from tests.fakes.serve import serving
-from tests.fakes.zammad import FakeZammad
+from tests.fakes.zammad import ROLES, FakeZammad
 
 TOKEN = "zm-t0ken-4c3b2a1f9e8d7c6b"
 NOW = T0 + dt.timedelta(days=2)
@@ -480,3 +482,26 @@ def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
     with app.app_context():
         assert db.session.query(EventRow).count() == events
     assert client.post("/api/v1/webhooks/zm", data=BODY, headers=SIGNED).status_code == 202
+
+
+def test_a_webhook_re_reads_its_ticket_at_once(fake, url, tmp_path):
+    ids = fake.load(STORIES)
+    app = monitor_app(tmp_path, url, connect(url, per_page=2, webhook_secret=SECRET))
+    agent = next(uid for uid, user in fake.users.items() if user["role_ids"] == [ROLES["Agent"]])
+    tid = ids["refund"]
+    body = json.dumps({"ticket": {"id": tid, "title": "Refund"}, "article": None}).encode()
+    signed = {"X-Hub-Signature": "sha1=" + hmac.new(SECRET.encode(), body, "sha1").hexdigest()}
+    searches = []
+
+    def answer() -> None:
+        searches.append(sum(SEARCH in path for _, path, _ in fake.log))
+        fake.article(tid, NOW - dt.timedelta(minutes=1), agent, "Agent")
+
+    response, gained = webhook_refetch(
+        app, "zm", str(tid), answer,
+        lambda c: c.post("/api/v1/webhooks/zm", data=body, headers=signed),
+    )  # fmt: skip
+    assert response.status_code == 202 and response.json["tickets"] == [str(tid)]
+    assert gained == ["message"]
+    assert sum(SEARCH in path for _, path, _ in fake.log) == searches[0]  # no search was run
+    assert connect(url).webhook_tickets(b'{"article": {"id": 3}}') == ()

@@ -247,6 +247,7 @@ class FakeHelpScout:
         app.after_request(self._after)
         app.add_url_rule("/v2/oauth2/token", view_func=self._token, methods=["POST"])
         app.add_url_rule("/v2/conversations", view_func=self._list)
+        app.add_url_rule("/v2/conversations/<int:cid>", view_func=self._conversation)
         app.add_url_rule("/v2/conversations/<int:cid>/threads", view_func=self._threads)
         app.add_url_rule("/v2/mailboxes", view_func=self._mailboxes)
         app.register_error_handler(404, lambda _: (jsonify(message="Not Found"), 404))
@@ -349,6 +350,16 @@ class FakeHelpScout:
                  "web": {"href": f"https://secure.helpscout.net/conversation/{convo['id']}/"
                                  f"{convo['number']}"}}  # fmt: skip
         return {**convo, "_links": links}
+
+    def _conversation(self, cid: int) -> Any:
+        if cid in self.merged:
+            target = f"{request.host_url}v2/conversations/{self.merged[cid]}"
+            return Response("", 301, {"Location": target})
+        with self.lock:
+            convo = self.conversations.get(cid)
+            if convo is None or convo["state"] == "deleted":
+                return jsonify(message="Not Found"), 404
+            return jsonify(self._public(convo))
 
     def _threads(self, cid: int) -> Any:
         if cid in self.merged:

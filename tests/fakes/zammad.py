@@ -345,6 +345,7 @@ class FakeZammad:
         app.after_request(self._after)
         app.add_url_rule("/api/v1/tickets/search", view_func=self._search,
                          methods=["GET", "POST"])  # fmt: skip
+        app.add_url_rule("/api/v1/tickets/<int:tid>", view_func=self._ticket)
         app.add_url_rule("/api/v1/ticket_articles/by_ticket/<int:tid>", view_func=self._articles)
         app.add_url_rule("/api/v1/ticket_history/<int:tid>", view_func=self._history)
         for name in ("ticket_states", "ticket_priorities", "groups"):
@@ -474,6 +475,12 @@ class FakeZammad:
     def _missing(self, tid: int) -> Any:
         message = f"Couldn't find Ticket with 'id'={tid}"
         return _error(message, 404)
+
+    def _ticket(self, tid: int) -> Any:
+        with self.lock:
+            if tid not in self.tickets or tid in self.gone:
+                return self._missing(tid)
+            return jsonify(dict(self.tickets[tid]))
 
     def _articles(self, tid: int) -> Any:
         if tid not in self.tickets or tid in self.gone:
