@@ -152,7 +152,16 @@ def register(cls: type[Connector]) -> type[Connector]:
 
 def connector_types() -> Mapping[str, type[Connector]]:
     """Every registered connector type (importing the modules registers them)."""
-    from connectors import demo, freshdesk, helpscout, jira, rt, zammad, zendesk  # noqa: F401  (register themselves)
+    from connectors import (  # noqa: F401  (importing them registers them)
+        demo,
+        freshdesk,
+        helpscout,
+        imap,
+        jira,
+        rt,
+        zammad,
+        zendesk,
+    )
 
     return dict(_TYPES)
 

@@ -316,6 +316,7 @@ class ImapSpec(ConnectorBase):
     agents: Agents = []
     solved_keyword: str | None = None
     solved_folder: str | None = None
+    pending_on_reply: bool = False  # an agent's reply sets pending (waiting on the customer)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -336,6 +337,7 @@ class GmailSpec(ConnectorBase):
     user: str = "me"
     agents: Agents = []
     solved_label: str | None = None
+    pending_on_reply: bool = False
 
 
 class GraphSpec(ConnectorBase):
@@ -347,6 +349,7 @@ class GraphSpec(ConnectorBase):
     mailbox: str
     agents: Agents = []
     solved_folder: str | None = None
+    pending_on_reply: bool = False
 
 
 class DemoSpec(ConnectorBase):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the test suite runs for real: promtool/Prometheus, Alertmanager,
-# PostgreSQL 15, Chromium and Request Tracker 5 (standalone server, SQLite). Installs only
+# PostgreSQL 15, Chromium, Request Tracker 5 (standalone server, SQLite) and Dovecot IMAP. Installs only
 # what is missing; never starts a system daemon.
 set -euo pipefail
 
@@ -11,6 +11,7 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertman
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/share/request-tracker5/libexec/rt-server ] || need+=(request-tracker5 rt5-db-sqlite rt5-standalone)
+command -v dovecot >/dev/null 2>&1 || need+=(dovecot-core dovecot-imapd)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
