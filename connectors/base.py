@@ -153,6 +153,16 @@ def register(cls: type[Connector]) -> type[Connector]:
 def connector_types() -> Mapping[str, type[Connector]]:
     """Every registered connector type (importing the modules registers them)."""
     from connectors import (  # noqa: F401  (importing them registers them)
+        bitrix24,
+        demo,
+        freshdesk,
+        helpscout,
+        imap,
+        jira,
+        rt,
+        zammad,
+        zendesk,
+    )
         demo,
         freshdesk,
         helpscout,
