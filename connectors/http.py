@@ -10,7 +10,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import requests
@@ -53,6 +53,7 @@ class Http:
         timeout: float = 30.0,
         attempts: int = 6,
         sleep: Callable[[float], bool] | None = None,
+        throttled: Callable[[requests.Response], bool] | None = None,
     ) -> None:
         self.source = source
         self.base_url = base_url.rstrip("/")
@@ -67,6 +68,9 @@ class Http:
         self.attempts = attempts
         self.wait = sleep or stop.wait  # returns True when stopped
         self.requests = 0
+        # a source's own way of saying "rate limited" (Gmail: a 403 with a rate-limit
+        # reason), waited out like a 429
+        self.throttled = throttled or (lambda response: False)
 
     def url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -92,7 +96,11 @@ class Http:
     def get(self, path: str, **params: Any) -> Any:
         return self.json("GET", path, params=params or None)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def request(
+        self, method: str, path: str, *, allow: Collection[int] = (), **kwargs: Any
+    ) -> requests.Response:
+        """A successful answer, or one whose status is in ``allow`` (the caller reads its
+        body: an expired sync token, a token to renew)."""
         url = self.url(path)
         failures = 0
         while True:  # a shutdown ends waits, not requests: the page in hand gets finished
@@ -105,7 +113,13 @@ class Http:
                 self._back_off(failures, problem)
                 continue
             status = response.status_code
-            if status == 429 or (status == 503 and "Retry-After" in response.headers):
+            if status in allow:
+                return response
+            if (
+                status == 429
+                or (status == 503 and "Retry-After" in response.headers)
+                or (status >= 400 and self.throttled(response))
+            ):
                 delay = retry_after(response.headers)
                 self._pause(delay if delay is not None else self._backoff(failures + 1), path)
                 failures += delay is None
