@@ -90,6 +90,12 @@ class Connector:
         event). Only called for ids :meth:`webhook_tickets` returned."""
         raise NotImplementedError
 
+    def wait_for_change(self, stop: threading.Event, timeout: float) -> bool | None:
+        """Block until the source pushes word of a change (True: sync now), ``timeout``
+        seconds pass or ``stop`` is set (False). None: this source pushes nothing (the
+        default), so only polling and webhooks bring changes."""
+        return None
+
     def ticket_url(self, ticket: str) -> str | None:
         """The ticket's page in the helpdesk, for links on the board and in alerts."""
         return None

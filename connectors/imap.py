@@ -115,6 +115,8 @@ class ImapConnector(Connector):
         self.timeout = timeout
         self._condstore = False
         self.counts: Counter[str] = Counter()  # ingested / duplicate / skipped / before_start
+        self.idle = bool(options.get("idle", True))
+        self._synced: tuple[int, int, int] | None = None  # first folder after the last sync
 
     # -- the connection ------------------------------------------------------------------
 
@@ -185,6 +187,8 @@ class ImapConnector(Connector):
             for folder, role in roles:
                 if role != "solved" and self.solved_keyword:
                     changes += self._flags(client, folder, state, threads, notes)
+            first = state["folders"].get(self.folders[0]) or {}
+            self._synced = (first.get("validity", 0), first.get("next", 0), first.get("modseq", 0))
             yield Batch(changes, _cursor(state, threads), notes=notes, done=True)
         except (OSError, imaplib.IMAP4.abort) as exc:
             raise RetriableError(f"imap: connection to {self.host} lost: "
@@ -342,15 +346,21 @@ class ImapConnector(Connector):
 
     # -- IDLE ----------------------------------------------------------------------------
 
-    def wait_for_change(self, stop: threading.Event, timeout: float) -> bool:
+    def wait_for_change(self, stop: threading.Event, timeout: float) -> bool | None:
         """Block until the first watched folder reports new mail or changed flags (IMAP
-        IDLE), ``timeout`` seconds pass or ``stop`` is set; True when something changed.
-        False at once when the server has no IDLE. Errors are Retriable/FatalError."""
+        IDLE), ``timeout`` seconds pass or ``stop`` is set; True when something changed,
+        also when it changed since the last sync ended (before IDLE began). None when the
+        server has no IDLE or ``idle: false`` is configured. Errors are Retriable/FatalError."""
+        if not self.idle:
+            return None
         client = self.connect()
         try:
             if not client.has_capability("IDLE"):
-                return False
-            client.select_folder(self.folders[0], readonly=True)
+                return None
+            info = client.select_folder(self.folders[0], readonly=True)
+            now = (int(info.get(b"UIDVALIDITY", 0)), int(info.get(b"UIDNEXT", 0)), _modseq(info))
+            if self._synced is not None and now != self._synced:
+                return True
             client.idle()
             began = dt.datetime.now(dt.UTC).timestamp()
             limit = min(timeout, IDLE_RENEW)

@@ -317,6 +317,7 @@ class ImapSpec(ConnectorBase):
     solved_keyword: str | None = None
     solved_folder: str | None = None
     pending_on_reply: bool = False  # an agent's reply sets pending (waiting on the customer)
+    idle: bool = True  # IMAP IDLE: sync as soon as the server reports new mail
 
     @model_validator(mode="after")
     def _check(self) -> Self:

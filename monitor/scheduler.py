@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("slamon.sync")
 BACKOFF_FIRST, BACKOFF_CAP = 5.0, 600.0
+WATCH_TIMEOUT = 25 * 60.0  # an idle watch is renewed this often
 
 
 @dataclass
@@ -171,6 +172,12 @@ class Scheduler:
             )
             thread.start()
             self.threads.append(thread)
+        for name in self.jobs:
+            watcher = threading.Thread(
+                target=self._watch, args=(name,), name=f"watch-{name}", daemon=True
+            )
+            watcher.start()
+            self.threads.append(watcher)
         ticker = threading.Thread(target=self._ticker, name="ticker", daemon=True)
         ticker.start()
         self.threads.append(ticker)
@@ -212,6 +219,26 @@ class Scheduler:
                 self.sync_once(name)
                 due = time.monotonic() + self._delay(job)
             job.poke.wait(max(0.0, due - time.monotonic()))
+
+    def _watch(self, name: str) -> None:
+        """Sync as soon as the source pushes word of a change (IMAP IDLE); ends at once
+        for sources that push nothing."""
+        job, failures = self.jobs[name], 0
+        while not self.stopping.is_set() and not job.fatal:
+            try:
+                changed = job.connector.wait_for_change(self.stopping, WATCH_TIMEOUT)
+            except FatalError:
+                return  # the sync loop reports it and stops the connector
+            except Exception as exc:  # a dropped connection: wait, then watch again
+                failures += 1
+                log.debug("%s: watching failed: %s", name, self.redact(str(exc)))
+                self.stopping.wait(min(BACKOFF_CAP, BACKOFF_FIRST * 2.0 ** (failures - 1)))
+                continue
+            if changed is None:
+                return
+            failures = 0
+            if changed:
+                self.poke(name)
 
     def _delay(self, job: Job) -> float:
         if job.failures == 0:

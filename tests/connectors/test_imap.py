@@ -452,17 +452,55 @@ def test_idle_reports_new_mail(server):
     connector = connect(server)
     stop = threading.Event()
     assert connector.wait_for_change(stop, timeout=0.5) is False  # nothing happened
-    result: list[bool] = []
+    store = Store()
+    store.sync(connector)  # what the sync saw is the baseline
+    box = Mailbox(server)
+    box.write("INBOX", "early@customer.test", SUPPORT, "Before IDLE began", at(0))
+    assert connector.wait_for_change(stop, timeout=5) is True  # at once: since the sync
+    store.sync(connector)
+    result: list[bool | None] = []
     waiter = threading.Thread(target=lambda: result.append(connector.wait_for_change(stop, 20)))
     began = time.monotonic()
     waiter.start()
-    box = Mailbox(server)
-    time.sleep(0.3)  # let IDLE start: mail appended before it would be found by the sync anyway
-    box.write("INBOX", "c@customer.test", SUPPORT, "Instant", at(0))
+    box.write("INBOX", "c@customer.test", SUPPORT, "Instant", at(1))
     waiter.join(timeout=20)
     assert result == [True] and time.monotonic() - began < 10
     stop.set()
-    assert connector.wait_for_change(stop, timeout=5) is False  # stop set: returns at once
+    assert connector.wait_for_change(stop, timeout=5) in (True, False)  # returns at once
+    assert connect(server, idle=False).wait_for_change(threading.Event(), 5) is None
+
+
+def test_new_mail_is_synced_at_once_through_idle(server, tmp_path):
+    config = {
+        "database": f"sqlite:///{tmp_path / 'slamon.db'}",
+        "connectors": [{"name": "mail", "type": "imap", "interval": "1h", **options(server)}],
+    }
+    path = tmp_path / "slamon.yaml"
+    path.write_text(yaml.safe_dump(config))
+    app = create_app(load_config(path))
+    upgrade(app)
+    register_connectors(app)
+    scheduler = app.extensions["slamon"].scheduler
+    box = Mailbox(server)
+    box.write("INBOX", "first@customer.test", SUPPORT, "Hello", at(0))
+
+    def requesters() -> set[str]:
+        with app.app_context():
+            return set(db.session.scalars(select(Ticket.requester)))
+
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 20
+        while requesters() != {"first@customer.test"}:
+            assert time.monotonic() < deadline, "the first sync did not store the mail"
+            time.sleep(0.05)
+        box.write("INBOX", "second@customer.test", SUPPORT, "Are you there?", at(5))
+        deadline = time.monotonic() + 10  # the interval is an hour: only IDLE can do it
+        while "second@customer.test" not in requesters():
+            assert time.monotonic() < deadline, "IDLE did not bring the new mail"
+            time.sleep(0.05)
+    finally:
+        scheduler.stop(timeout=10)
 
 
 # -- failures --------------------------------------------------------------------------------
