@@ -20,6 +20,16 @@ to overlap), and the floor is bound by the fake's ~1,000 requests/s in both;
 ``--server thread`` is there to compare. ``--profile`` prints cProfile's top costs of
 slamon's sync to stderr.
 
+Bitrix24 (``--bitrix24-sessions``, default 5,000; 0 skips it): a fake portal
+(tests/fakes/bitrix24.py) with that many Open Lines sessions of about 8 messages each (a
+tenth still open), its leaky bucket on and running ``--bitrix24-speed`` times real time, is
+synced by ``Bitrix24Connector`` twice in the same run: batched (each ``batch`` carries 49
+histories and the walk's next page) and unbatched (one history request per session), each
+with its client-side bucket scaled to the same speed. A request count implies the time the
+sync takes at the real 2 requests/s after a burst of 50. Printed before the last line:
+``bitrix24: <n> sessions per request, <s>s at 2 req/s (unbatched <u>s), <k> limit errors``
+(``k``: the 503 QUERY_LIMIT_EXCEEDED answers of both syncs).
+
 Last line: ``ingest: <tickets/s> tickets/s, <pct>% of floor <floor tickets/s>``
 """
 
@@ -49,11 +59,14 @@ import orjson
 import yaml
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from connectors.bitrix24 import Bitrix24Connector
+from connectors.bitrix24_client import BURST
 from connectors.zendesk import ZendeskConnector
 from monitor import create_app, register_connectors
 from monitor.config import load_config
 from monitor.database import upgrade
 from tests.fakes import scenario
+from tests.fakes.bitrix24 import BUCKET_RATE, BUCKET_SIZE, FakeBitrix24
 from tests.fakes.zendesk import FakeZendesk
 
 EMAIL, TOKEN = "bench@acme.test", "zd-bench-token"
@@ -330,6 +343,69 @@ def _event_rows(
     return rows
 
 
+# -- Bitrix24: requests per session against the leaky bucket ------------------------------
+
+
+def build_bitrix24(sessions: int, speed: float, seed: int) -> FakeBitrix24:
+    """A portal with ``sessions`` Open Lines sessions of about 8 messages each: the client,
+    a bot's greeting, the operator, back and forth; nine in ten closed."""
+    fake = FakeBitrix24(speed=speed)
+    operator, bot = fake.user("Olga Operator"), fake.user("Welcome Bot", bot=True)
+    clients = [fake.user(f"Client{n} Bench", connector=True) for n in range(200)]
+    lines = [fake.line(name, first_answer=600) for name in ("Support", "Sales", "Billing")]
+    step = dt.timedelta(minutes=1)
+    for n in range(sessions):
+        when = START + dt.timedelta(minutes=7 * n)
+        client = clients[(n * seed) % len(clients)]
+        sid = fake.session(lines[n % len(lines)], client, when,
+                           connector=("livechat", "telegrambot")[n % 2])  # fmt: skip
+        authors = [client, bot, client, operator, client, operator, client, operator]
+        for i, author in enumerate(authors[: 7 + n % 3]):
+            fake.say(sid, author, when + i * step)
+        if n % 10:
+            fake.close(sid, when + 10 * step)
+    return fake
+
+
+def bitrix24_sync(base: str, fake: FakeBitrix24, batched: bool) -> tuple[int, int, int]:
+    """Requests, 503 answers and tickets of one full sync from the beginning."""
+    fake.requests = fake.limited = 0
+    fake.level = 0.0
+    options = {"url": f"{base}/rest/{fake.user_id}/{fake.code}/", "start": START.isoformat()}
+    connector = Bitrix24Connector("bx", options, rate=BUCKET_RATE * fake.speed, burst=BURST,
+                                  batched=batched)  # fmt: skip
+    tickets: set[str] = set()
+    for batch in connector.sync(None, threading.Event()):
+        tickets.update(change.ticket for change in batch.changes)
+    return fake.requests, fake.limited, len(tickets)
+
+
+def at_real_rate(requests: int) -> float:
+    """Seconds ``requests`` take at 2 requests/s once the burst of 50 is spent."""
+    return max(0, requests - BUCKET_SIZE) / BUCKET_RATE
+
+
+def bitrix24_line(sessions: int, speed: float, seed: int) -> str:
+    fake = build_bitrix24(sessions, speed, seed)
+    server = make_server("127.0.0.1", 0, fake.app, threaded=True, request_handler=Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        batched, limited, tickets = bitrix24_sync(base, fake, batched=True)
+        unbatched, limited_too, tickets_too = bitrix24_sync(base, fake, batched=False)
+    finally:
+        server.shutdown()
+        thread.join(10)
+    if tickets != sessions or tickets_too != sessions:
+        print(f"warning: bitrix24 synced {tickets} and {tickets_too} of {sessions} sessions")
+    return (
+        f"bitrix24: {sessions / batched:.0f} sessions per request, {at_real_rate(batched):.0f}s"
+        f" at 2 req/s (unbatched {at_real_rate(unbatched):.0f}s), {limited + limited_too}"
+        " limit errors"
+    )
+
+
 # -- the run -------------------------------------------------------------------------------
 
 
@@ -339,7 +415,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--server", choices=("process", "thread"), default="process")
     parser.add_argument("--profile", action="store_true", help="cProfile slamon's sync")
+    parser.add_argument("--bitrix24-sessions", type=int, default=5_000)
+    parser.add_argument(
+        "--bitrix24-speed", type=float, default=100.0, help="the fake portal's clock speed-up"
+    )
     args = parser.parse_args()
+    bitrix24 = (
+        bitrix24_line(args.bitrix24_sessions, args.bitrix24_speed, args.seed)
+        if args.bitrix24_sessions
+        else ""
+    )
 
     url, sizes, requests, stop = serve(args.server, args.tickets, args.seed)
     try:
@@ -371,6 +456,8 @@ def main() -> None:
     )
     if (tickets, events) != (floor_tickets, floor_events):
         print("warning: slamon and the floor stored different numbers of rows")
+    if bitrix24:
+        print(bitrix24)
     rate, floor_rate = tickets / seconds, floor_tickets / floor_seconds
     print(
         f"ingest: {rate:.0f} tickets/s, {100 * rate / floor_rate:.0f}% of floor"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -66,6 +66,8 @@ class Connector:
     """Base of every connector. Subclasses set ``type`` and implement :meth:`sync`."""
 
     type: ClassVar[str] = ""
+    # keys of the cursor that hold secrets (a rotated token): shown as "***" by the monitor
+    cursor_secrets: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         self.name = name
@@ -95,6 +97,16 @@ class Connector:
         seconds pass or ``stop`` is set (False). None: this source pushes nothing (the
         default), so only polling and webhooks bring changes."""
         return None
+
+    def cursor_secrets_now(self) -> dict[str, str]:
+        """The current values of :attr:`cursor_secrets` when they changed outside a sync
+        (a token rotated while ``suggest-policies`` ran), for the monitor to store."""
+        return {}
+
+    def secrets_in_use(self) -> Iterable[str]:
+        """Secrets the connector holds that the config does not name (tokens it was given
+        or rotated since), kept out of everything the monitor logs and shows."""
+        return ()
 
     def ticket_url(self, ticket: str) -> str | None:
         """The ticket's page in the helpdesk, for links on the board and in alerts."""

@@ -10,11 +10,7 @@ only gives it a session that waits for the bucket and reads Bitrix24's error cod
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,6 +23,13 @@ from connectors.base import FatalError, RetriableError
 from connectors.http import Http
 
 PAGE = 50  # IRestService::LIST_LIMIT
+SESSION, EMAIL = "IMOPENLINES_SESSION", "CRM_EMAIL"
+LIST, HISTORY = "crm.activity.list", "imopenlines.session.history.get"
+LINES, CALLS = "imopenlines.config.list.get", "voximplant.statistic.get"
+SELECT = ["ID", "OWNER_TYPE_ID", "OWNER_ID", "PROVIDER_ID", "PROVIDER_TYPE_ID",
+          "ASSOCIATED_ENTITY_ID", "ORIGIN_ID", "SUBJECT", "CREATED", "LAST_UPDATED",
+          "START_TIME", "END_TIME", "COMPLETED", "DIRECTION", "RESPONSIBLE_ID",
+          "RESULT_STATUS", "RESULT_SOURCE_ID", "PROVIDER_PARAMS", "COMMUNICATIONS"]  # fmt: skip
 BATCH_MAX = 50
 RATE, BURST = 2.0, 40.0  # below the portal's 2/s, 50: other clients share the bucket
 PAUSE = 60.0  # a paused method waits this long when the portal names no reset time
@@ -259,41 +262,6 @@ def php_query(params: Mapping[str, Any], prefix: str = "") -> str:
         else:
             parts.append(f"{quote(name, safe='[]')}={quote(str(value), safe='')}")
     return "&".join(p for p in parts if p)
-
-
-def seal(text: str, key: str) -> str:
-    """A refresh token as the cursor keeps it: unreadable without the client secret (the
-    cursor is shown by the API)."""
-    nonce = os.urandom(12)
-    data = text.encode()
-    stream = _stream(key, nonce, len(data))
-    body = nonce + bytes(a ^ b for a, b in zip(data, stream, strict=True))
-    tag = hmac.new(key.encode(), body, hashlib.sha256).digest()[:16]
-    return base64.urlsafe_b64encode(body + tag).decode()
-
-
-def unseal(text: str, key: str) -> str | None:
-    try:
-        raw = base64.urlsafe_b64decode(text.encode())
-    except ValueError:
-        return None
-    body, tag = raw[:-16], raw[-16:]
-    if len(body) < 12 or not hmac.compare_digest(
-        tag, hmac.new(key.encode(), body, hashlib.sha256).digest()[:16]
-    ):
-        return None
-    nonce, data = body[:12], body[12:]
-    stream = _stream(key, nonce, len(data))
-    return bytes(a ^ b for a, b in zip(data, stream, strict=True)).decode(errors="replace")
-
-
-def _stream(key: str, nonce: bytes, size: int) -> bytes:
-    out = b""
-    counter = 0
-    while len(out) < size:
-        out += hmac.new(key.encode(), nonce + counter.to_bytes(4, "big"), hashlib.sha256).digest()
-        counter += 1
-    return out[:size]
 
 
 def rows(result: Any, method: str) -> list[dict[str, Any]]:

@@ -32,6 +32,19 @@ def instant(value: Any) -> dt.datetime:
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
+OVERLAP = dt.timedelta(seconds=60)  # LAST_UPDATED has whole seconds; clocks drift
+
+
+def began_at(answer: Mapping[str, Any], fallback: dt.datetime) -> str:
+    """When the portal began answering (its own clock, ``time.date_start``)."""
+    timing = answer.get("time")
+    start = timing.get("date_start") if isinstance(timing, dict) else None
+    try:
+        return portal_filter_time(instant(start)) if start else portal_filter_time(fallback)
+    except ValueError:
+        return portal_filter_time(fallback)
+
+
 def portal_filter_time(when: dt.datetime) -> str:
     """An instant for a filter: always with an offset (a naive one is read in the server's
     zone)."""

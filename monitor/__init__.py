@@ -87,6 +87,8 @@ def create_app(
         metrics_auth=(basic.username, basic.password.get_secret_value()) if basic else None,
         now=lambda: clock().timestamp(),
     )
+    for connector in built.values():  # tokens a source rotates, unknown to the config
+        ext.redact.watch(connector.secrets_in_use)
     jobs = {
         name: Job(c, spec.interval)
         for spec in config.connectors

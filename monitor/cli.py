@@ -182,10 +182,14 @@ def backtest(config_file: str | None, policies_file: str, since: str | None) -> 
 @click.option("--connector", "name", required=True, metavar="NAME")
 def suggest_policies(config_file: str | None, name: str) -> None:
     """Print the targets and working hours the source defines as calendars and policies."""
-    from monitor import build_connectors
+    from monitor import create_app, register_connectors
+    from monitor.database import upgrade as apply
+    from monitor.models import ConnectorState, db
 
     config = load(config_file)
-    connector = build_connectors(config).get(name)
+    app = create_app(config)
+    ext = app.extensions["slamon"]
+    connector = ext.connectors.get(name)
     if connector is None:
         click.echo(f"no connector named {name!r}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -195,11 +199,21 @@ def suggest_policies(config_file: str | None, name: str) -> None:
             f"{name}: a {connector.type} source defines no targets slamon can read", err=True
         )
         sys.exit(EXIT_FAILED)
-    try:
-        click.echo(suggest())
-    except Exception as exc:  # unreachable source
-        click.echo(f"{name}: {app_redact(config, str(exc))}", err=True)
-        sys.exit(EXIT_FAILED)
+    apply(app)
+    register_connectors(app)
+    with app.app_context():  # the stored cursor holds the newest rotated credentials
+        state = db.session.get(ConnectorState, name)
+        assert state is not None
+        try:
+            text = suggest(state.cursor)
+        except Exception as exc:  # unreachable source
+            click.echo(f"{name}: {ext.redact(str(exc))}", err=True)
+            sys.exit(EXIT_FAILED)
+        rotated = connector.cursor_secrets_now()
+        if rotated:  # the source rotated a token: the next sync must use the new one
+            state.cursor = {**(state.cursor or {}), **rotated}
+            db.session.commit()
+    click.echo(text)
 
 
 @main.group()

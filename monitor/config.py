@@ -282,6 +282,9 @@ class Bitrix24Spec(_Signed):
     client_id: str | None = None
     client_secret: Secret | None = None
     refresh_token: Secret | None = None
+    oauth_url: BaseUrl | None = (
+        None  # the OAuth server; default https://oauth.bitrix.info/oauth/token/
+    )
     lines: Names | None = None
     calls: bool = True
     emails: bool = True

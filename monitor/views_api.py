@@ -7,12 +7,23 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 
+from connectors.base import connector_types
 from monitor.auth import needs_token
 from monitor.models import ConnectorState, db
 from monitor.queries import RUNNING, iso, running_tickets, ticket_detail
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 METRICS = ("first_response", "next_response", "periodic_update", "resolution")
+
+
+def shown_cursor(kind: str, cursor: Any) -> Any:
+    """A cursor as the API shows it: the keys its connector type declares secret
+    (``cursor_secrets``) as ``***``."""
+    connector = connector_types().get(kind)
+    hidden = connector.cursor_secrets if connector is not None else ()
+    if not isinstance(cursor, dict) or not hidden:
+        return cursor
+    return {k: "***" if k in hidden and v else v for k, v in cursor.items()}
 
 
 def error(status: int, message: str, detail: Any = None) -> tuple[Response, int]:
@@ -78,7 +89,7 @@ def connectors() -> Any:
                 "lag_seconds": round(now - state.newest_change)
                 if state and state.newest_change
                 else None,
-                "cursor": state.cursor if state else None,
+                "cursor": shown_cursor(spec.type, state.cursor) if state else None,
                 "notes": list(state.notes or []) if state else [],
             }
         )

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +27,8 @@ from connectors.bitrix24 import Bitrix24Connector
 from monitor import create_app, register_connectors
 from monitor.config import load_config
 from monitor.database import upgrade
-from monitor.models import EventRow, Ticket, db
-from rules.events import Created, Message, Rating
+from monitor.models import ConnectorState, EventRow, Ticket, db
+from rules.events import Created, Message, Rating, Removed
 from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks
 from tests.fakes import scenario
 from tests.fakes.bitrix24 import FakeBitrix24, as_told, event_body
@@ -113,8 +116,9 @@ def test_a_multi_page_walk_delivers_every_session_and_resumes(fake, url):
     walked = calls_of(fake, "crm.activity.list")
     pages = [p for p in walked if "COMPLETED" not in p["filter"]]
     assert [str(p["filter"][">ID"]) for p in pages] == ["0", "7050", "7100"]
+    # Each batch carries 49 histories and the next page of the walk.
     assert all(str(p["start"]) == "-1" and p["order"] == {"ID": "ASC"} for p in walked)
-    assert [len(b.changes) for b in batches[:3]] == [50, 50, 20]
+    assert [len(b.changes) for b in batches[:3]] == [49, 49, 22]
     assert batches[-1].done and not batches[-1].changes
     assert len(store.fields) == 120
     history = store.history(str(fake.sessions[sids[1]]["activity"]))
@@ -146,12 +150,12 @@ def test_an_interrupted_walk_resumes_where_it_stopped(fake, url):
         client = fake.user(f"Client{n} Bulk", connector=True)
         fake.say(fake.session(line, client, minutes(n)), client, minutes(n))
     first = next(connect(url, emails=False, calls=False).sync(None, threading.Event()))
-    assert len(first.changes) == 50 and first.cursor["sessions"]["after"] == 7050
+    assert len(first.changes) == 49 and first.cursor["sessions"]["after"] == 7049
     fake.log.clear()
     store = Store()
     store.cursor = first.cursor
     store.sync(connect(url, emails=False, calls=False))
-    assert str(calls_of(fake, "crm.activity.list")[0]["filter"][">ID"]) == "7050"
+    assert str(calls_of(fake, "crm.activity.list")[0]["filter"][">ID"]) == "7049"
     assert len({c for c in store.delivered}) == 60  # the rest, then every open one again
 
 
@@ -316,6 +320,35 @@ def test_an_email_thread_is_one_ticket(fake, url):
     assert store.fields[f"mail{first}"]["requester"] == "client@example.test"
 
 
+def test_a_deleted_mail_that_was_its_threads_only_message_removes_the_thread(fake, url):
+    lone = fake.email((3, 15), "Invoice missing", minutes(0))
+    kept = fake.email((3, 15), "Password reset", minutes(1))
+    first = fake.email((3, 16), "Refund", minutes(2))
+    follow_up = fake.email((3, 16), "Re: Refund", minutes(30))
+    store, connector = Store(), connect(url, calls=False)
+    store.sync(connector)
+    assert store.cursor is not None
+    assert store.cursor["mail_open"] == {
+        f"mail{lone}": ["3_15", "invoice missing"], f"mail{kept}": ["3_15", "password reset"],
+        f"mail{first}": ["3_16", "refund"]}  # fmt: skip
+    fake.delete(lone)
+    fake.delete(first)
+    store.sync(connector)
+    assert shape(store.history(f"mail{lone}"))[-1] == ("removed", NOW, "deleted")
+    assert store.fields[f"mail{lone}"]["status"] == "closed"
+    assert not any(isinstance(e, Removed) for e in store.history(f"mail{kept}"))
+    # The first mail of a longer thread is gone: the rest is the thread it now is.
+    assert shape(store.history(f"mail{first}"))[-1] == ("removed", NOW, "deleted")
+    assert shape(store.history(f"mail{follow_up}"))[:2] == [
+        ("created", minutes(30), "customer", {"status": "open", "priority": "normal",
+                                              "queue": "", "channel": "email"}),
+        ("message", minutes(30), "customer", True)]  # fmt: skip
+    assert set(store.cursor["mail_open"]) == {f"mail{kept}", f"mail{follow_up}"}
+    store.sync(connector)  # nothing more gone
+    assert set(store.cursor["mail_open"]) == {f"mail{kept}", f"mail{follow_up}"}
+    assert not any(isinstance(e, Removed) for e in store.history(f"mail{follow_up}"))
+
+
 def test_two_missed_calls_then_a_call_back_are_one_ticket(fake, url):
     fake.call("+7 (900) 000-00-01", minutes(0))
     fake.call("79000000001", minutes(10), kind=3)
@@ -359,12 +392,12 @@ def test_an_expired_token_is_refreshed_once_and_the_new_refresh_token_kept(fake,
     store = Store()
     store.sync(connect(url, **options))
     assert fake.refreshes == 1 and len(store.fields) == 1
-    sealed = store.cursor["token"]
-    assert fake.refresh_token not in str(store.cursor) and "refresh-0" not in str(store.cursor)
+    assert Bitrix24Connector.cursor_secrets == ("refresh_token",)
+    assert store.cursor["refresh_token"] == fake.refresh_token != "refresh-0"  # the rotated one
     fake.expire()
     fake.say(sid, client, minutes(9))
     store.sync(connect(url, **options))  # a new process: the cursor's token, not the config's
-    assert fake.refreshes == 2 and store.cursor["token"] != sealed
+    assert fake.refreshes == 2 and store.cursor["refresh_token"] == fake.refresh_token
     assert len([e for e in store.history(str(fake.sessions[sid]["activity"]))
                 if isinstance(e, Message)]) == 2  # fmt: skip
     fake.refresh_token = "revoked"
@@ -443,12 +476,12 @@ def test_fetch_tickets_rereads_a_session_or_a_mail_thread(fake, url):
     assert changes[1].fields["status"] == "solved"
 
 
-def monitor_app(tmp_path: Path, url: str, connector: Bitrix24Connector) -> Any:
+def monitor_app(tmp_path: Path, url: str, connector: Bitrix24Connector, **options: Any) -> Any:
     config = {
         "database": f"sqlite:///{tmp_path / 'slamon.db'}",
         **scenario.RULES,
         "connectors": [{"name": "bx", "type": "bitrix24", "url": f"{url}/rest/1/{CODE}/",
-                        "webhook_secret": SECRET, "start": "2020-01-01"}],
+                        "webhook_secret": SECRET, "start": "2020-01-01", **options}],
     }  # fmt: skip
     path = tmp_path / "slamon.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -523,3 +556,133 @@ def test_a_paused_history_read_keeps_the_walk_before_its_page(fake, url):
     fake.blocked = set()
     store.sync(connect(url, calls=False))
     assert "7001" in store.fields
+
+
+def test_the_rotated_refresh_token_appears_in_no_output(fake, url, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    _, _, client = people(fake)
+    sid = fake.session(fake.line("Support"), client, minutes(0))
+    fake.say(sid, client, minutes(0))
+    options = {"url": url, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+               "refresh_token": "refresh-0"}  # fmt: skip
+    oauth = {k: v for k, v in options.items() if k != "url"}
+    app = monitor_app(tmp_path, url, connect(url, **options), **oauth)
+    scheduler = app.extensions["slamon"].scheduler
+    assert scheduler.sync_once("bx")
+    fake.expire()
+    fake.say(sid, client, minutes(5))
+    assert scheduler.sync_once("bx")  # refreshed again: a second rotated token
+    rotated = fake.refresh_token
+    assert fake.refreshes == 2 and rotated not in ("refresh-0", "")
+    with app.app_context():
+        stored = db.session.get(ConnectorState, "bx")
+        assert stored is not None and stored.cursor["refresh_token"] == rotated  # kept, plainly
+    http = app.test_client()
+    listing = http.get("/api/v1/connectors").get_json()["connectors"][0]
+    assert listing["cursor"]["refresh_token"] == "***" and "sessions" in listing["cursor"]
+    # Any text the monitor logs or stores passes its redactor, which knows the new token.
+    redact = app.extensions["slamon"].redact
+    assert redact(f"refresh failed for {rotated}") == "refresh failed for ***"
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name != "werkzeug")
+    outputs = [http.get("/api/v1/connectors").get_data(as_text=True),
+               http.get("/metrics").get_data(as_text=True), ours,
+               http.get("/").get_data(as_text=True)]  # fmt: skip
+    for output in outputs:
+        assert rotated not in output and CLIENT_SECRET not in output
+
+
+# -- suggest-policies ------------------------------------------------------------------------
+
+
+def slamon(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, as a user runs it."""
+    command = [str(Path(sys.executable).with_name("slamon")), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_suggested_policies_carry_each_lines_kpis_and_working_time(fake, url, tmp_path):
+    support = fake.line("Support", first_answer=600, further_answer=1800)
+    fake.line("Sales", first_answer=5400, hours=("0", "23.59"), days_off=(), holidays=())
+    fake.line("Night desk", further_answer=900, hours=("22:00", "06:00"), days_off=("SU",),
+              zone="Asia/Yekaterinburg")  # fmt: skip
+    fake.line("Always on", first_answer=120, worktime=False)
+    fake.line("No targets")
+    fake.line("Telegram Sales", crm=False, first_answer=60)
+    connectors = [{"name": "bx", "type": "bitrix24", "url": f"{url}/rest/1/{CODE}/"}]
+    config = tmp_path / "source.yaml"
+    config.write_text(yaml.safe_dump({"database": f"sqlite:///{tmp_path / 'x.db'}",
+                                      "connectors": connectors}))  # fmt: skip
+    run = slamon("suggest-policies", "--connector", "bx", "--config", str(config))
+    assert run.returncode == 0, run.stderr
+    suggested = yaml.safe_load(run.stdout)
+    policies = {p["match"]["queue"][0]: p for p in suggested["policies"]}
+    calendars = {c["name"]: c for c in suggested["calendars"]}
+    assert set(policies) == {"Support", "Sales", "Night desk", "Always on"}
+    assert policies["Support"] == {
+        "name": f"bx-line-{support}", "match": {"connector": ["bx"], "queue": ["Support"]},
+        "calendar": f"bx-line-{support}",
+        "targets": {"first_response": "10m", "next_response": "30m"}}  # fmt: skip
+    year = dt.date.today().year
+    assert calendars[f"bx-line-{support}"] == {
+        "name": f"bx-line-{support}", "timezone": "Europe/Berlin",
+        "hours": {"mon-fri": ["09:00-18:30"]},
+        "holidays": {"dates": [f"{year}-01-01", f"{year}-12-25", f"{year + 1}-01-01",
+                               f"{year + 1}-12-25"]}}  # fmt: skip
+    # A line with one KPI gets that target alone.
+    assert policies["Sales"]["targets"] == {"first_response": "1h30m"}
+    assert calendars[policies["Sales"]["calendar"]]["hours"] == {"mon-sun": ["00:00-24:00"]}
+    night = policies["Night desk"]
+    assert night["targets"] == {"next_response": "15m"}
+    assert calendars[night["calendar"]]["hours"] == {"mon-sat": ["00:00-06:00", "22:00-24:00"]}
+    assert calendars[night["calendar"]]["timezone"] == "Asia/Yekaterinburg"
+    assert "holidays" in calendars[night["calendar"]]
+    assert policies["Always on"]["calendar"] == "24x7"
+    assert "No targets" in run.stdout.split("calendars:")[0]  # named in the comment
+    assert "Telegram Sales" in run.stdout.split("calendars:")[0]
+
+    # Pasted into a config with a connectors section, it passes check-config.
+    pasted = tmp_path / "slamon.yaml"
+    pasted.write_text(run.stdout + yaml.safe_dump({"database": f"sqlite:///{tmp_path / 'y.db'}",
+                                                   "connectors": connectors}))  # fmt: skip
+    check = slamon("check-config", "--config", str(pasted))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "4 policies" in check.stdout
+    assert CODE not in run.stdout + run.stderr + check.stdout + check.stderr
+
+
+def test_suggest_policies_with_oauth_keeps_the_rotated_refresh_token(fake, url, tmp_path):
+    fake.line("Support", first_answer=600)
+    connectors = [{"name": "bx", "type": "bitrix24", "url": url, "client_id": CLIENT_ID,
+                   "client_secret": CLIENT_SECRET, "refresh_token": "refresh-0",
+                   "oauth_url": f"{url}/oauth/token/"}]  # fmt: skip
+    config = tmp_path / "slamon.yaml"
+    config.write_text(yaml.safe_dump({"database": f"sqlite:///{tmp_path / 'x.db'}",
+                                      "connectors": connectors}))  # fmt: skip
+    first = slamon("suggest-policies", "--connector", "bx", "--config", str(config))
+    assert first.returncode == 0, first.stderr
+    assert fake.refreshes == 1 and fake.refresh_token != "refresh-0"  # "refresh-0" is spent
+    fake.expire()
+    again = slamon("suggest-policies", "--connector", "bx", "--config", str(config))
+    assert again.returncode == 0, again.stderr  # with the stored, rotated token
+    assert again.stdout == first.stdout and fake.refreshes == 2
+    sync = slamon("sync", "--once", "--config", str(config))  # the monitor's sync goes on
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    for run in (first, again, sync):
+        assert fake.refresh_token not in run.stdout + run.stderr
+        assert CLIENT_SECRET not in run.stdout + run.stderr
+
+
+def test_suggest_policies_from_an_unreachable_portal_fails_without_the_code(tmp_path):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    connectors = [
+        {"name": "bx", "type": "bitrix24", "url": f"http://127.0.0.1:{port}/rest/1/{CODE}/"}
+    ]
+    config = tmp_path / "slamon.yaml"
+    config.write_text(yaml.safe_dump({"database": f"sqlite:///{tmp_path / 'x.db'}",
+                                      "connectors": connectors}))  # fmt: skip
+    run = slamon("suggest-policies", "--connector", "bx", "--config", str(config))
+    assert run.returncode == 1
+    assert "bx:" in run.stderr and "ConnectionError" in run.stderr
+    assert CODE not in run.stderr + run.stdout

@@ -141,16 +141,33 @@ class FakeBitrix24:
                            "type": "bot" if bot else "user"}  # fmt: skip
         return uid
 
-    def line(self, name: str, *, crm: bool = True, first_answer: int = 0) -> int:
+    def line(
+        self,
+        name: str,
+        *,
+        crm: bool = True,
+        first_answer: int = 0,
+        further_answer: int = 0,
+        worktime: bool = True,
+        hours: tuple[str, str] = ("9", "18.30"),
+        days_off: tuple[str, ...] = ("SA", "SU"),
+        holidays: tuple[str, ...] = ("01.01", "25.12"),
+        zone: str = "Europe/Berlin",
+    ) -> int:
+        """An Open Line as ``imopenlines.config.list.get`` shows it: KPIs in seconds as
+        strings (``"0"``: none), working time with ``WORKTIME_FROM``/``TO`` as the portal
+        answers them (``"9"``, ``"18.30"``, ``"0"``, ``"23.59"``) or ``HH:MM``, days off
+        ``MO``…``SU`` and holidays ``DD.MM`` (an empty list is ``[""]``)."""
         lid = len(self.lines) + 22
         self.lines[lid] = {
             "ID": str(lid), "ACTIVE": "Y", "LINE_NAME": name, "CRM": "Y" if crm else "N",
             "CRM_CREATE": "lead", "QUEUE_TYPE": "evenly", "VOTE_MESSAGE": "Y",
-            "WORKTIME_ENABLE": "Y", "WORKTIME_FROM": "9", "WORKTIME_TO": "18.30",
-            "WORKTIME_TIMEZONE": "Europe/Berlin", "WORKTIME_HOLIDAYS": ["01.01", "25.12"],
-            "WORKTIME_DAYOFF": ["SA", "SU"], "AUTO_CLOSE_TIME": "3600", "DATE_CREATE": {},
-            "TEMPORARY": "N", "KPI_FIRST_ANSWER_TIME": str(first_answer),
-            "KPI_FIRST_ANSWER_ALERT": "N", "KPI_FURTHER_ANSWER_TIME": "0", "QUEUE": [],
+            "WORKTIME_ENABLE": "Y" if worktime else "N", "WORKTIME_FROM": hours[0],
+            "WORKTIME_TO": hours[1], "WORKTIME_TIMEZONE": zone,
+            "WORKTIME_HOLIDAYS": list(holidays) or [""], "WORKTIME_DAYOFF": list(days_off) or [""],
+            "AUTO_CLOSE_TIME": "3600", "DATE_CREATE": {}, "TEMPORARY": "N",
+            "KPI_FIRST_ANSWER_TIME": str(first_answer), "KPI_FIRST_ANSWER_ALERT": "N",
+            "KPI_FURTHER_ANSWER_TIME": str(further_answer), "QUEUE": [],
         }  # fmt: skip
         return lid
 
