@@ -1,6 +1,10 @@
 """/metrics: one custom collector that builds every family at scrape time from what is
 stored. Running clocks' states come from their stored deadlines, so a deadline that passed
-a moment ago shows at once, with no evaluation in between."""
+a moment ago shows at once, with no evaluation in between.
+
+The SLA counters (breaches, completions by result) are exported at 0 for every label set
+that has a running clock or has counted before, so each series exists before its first
+count: Prometheus' increase() cannot see a series that is born at 1."""
 
 from __future__ import annotations
 
@@ -24,6 +28,11 @@ from monitor.models import ClockRow, ConnectorState, DbSession, Ticket
 
 TICKET = ("connector", "queue", "priority")
 SLA = (*TICKET, "policy", "metric")
+RUNNING = ("on_track", "at_risk", "breached", "paused")
+BREACHES = "helpdesk_sla_breaches_total"
+COMPLETED = "helpdesk_sla_completed_total"
+RESULTS = ("achieved", "missed")
+Stored = list[tuple[str, dict[str, str], float]]
 HISTOGRAMS = {
     "helpdesk_response_seconds": (
         "Business seconds to first/next response, observed when the response happens.",
@@ -44,7 +53,7 @@ HISTOGRAMS = {
 COUNTERS = {
     "helpdesk_tickets_created_total": ("Tickets first seen, by creation.", (*TICKET, "channel")),
     "helpdesk_tickets_solved_total": ("Transitions into solved.", TICKET),
-    "helpdesk_sla_completed_total": (
+    COMPLETED: (
         "Stopped clocks by result (achieved or missed).",
         (*SLA, "result"),
     ),
@@ -73,9 +82,11 @@ class StoredMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         now = self.clock()
         with self.session_factory() as session:
+            stored = read(session)
+            series = _sla_series(session, stored)
             yield from _tickets(session, now)
-            yield from _clocks(session, now)
-            yield from _counters(session, now)
+            yield from _clocks(session, now, stored, series)
+            yield from _counters(stored, series)
             yield from _connectors(session, now)
         info = GaugeMetricFamily(
             "slamon_build_info", "slamon's version; always 1.", labels=["version"]
@@ -109,7 +120,23 @@ def _tickets(session: DbSession, now: float) -> Iterator[Metric]:
     yield oldest
 
 
-def _clocks(session: DbSession, now: float) -> Iterator[Metric]:
+def _sla_series(session: DbSession, stored: Stored) -> set[tuple[str, ...]]:
+    """The SLA label sets whose counters are exported even at 0: those of running clocks
+    and those counted before (so a series does not vanish when its clocks stop). Bounded
+    like every label set here: connector, queue, priority, policy, metric."""
+    group = (ClockRow.connector, ClockRow.queue, ClockRow.priority, ClockRow.policy,
+             ClockRow.metric)  # fmt: skip
+    running = select(*group).where(ClockRow.state.in_(RUNNING)).distinct()
+    series = {tuple(row) for row in session.execute(running)}
+    for name, labels, _ in stored:
+        if name in (BREACHES, COMPLETED):
+            series.add(tuple(labels.get(k, "") for k in SLA))
+    return series
+
+
+def _clocks(
+    session: DbSession, now: float, stored: Stored, series: set[tuple[str, ...]]
+) -> Iterator[Metric]:
     state = case(
         (ClockRow.state == "paused", "paused"),
         (and_(ClockRow.deadline.is_not(None), ClockRow.deadline < now), "breached"),
@@ -126,7 +153,7 @@ def _clocks(session: DbSession, now: float) -> Iterator[Metric]:
     clocks = GaugeMetricFamily(
         "helpdesk_sla_clocks", "Running clocks by state.", labels=[*SLA, "state"]
     )
-    running = ClockRow.state.in_(("on_track", "at_risk", "breached", "paused"))
+    running = ClockRow.state.in_(RUNNING)
     for *labels, st, count in session.execute(
         select(*group, state, func.count()).where(running).group_by(*group, state)
     ):
@@ -152,28 +179,35 @@ def _clocks(session: DbSession, now: float) -> Iterator[Metric]:
         "Clocks that passed their deadline, counted once, at the moment of breach.",
         labels=SLA,
     )
-    totals: dict[tuple[str, ...], float] = defaultdict(float)
-    for _, stored, amount in read(session, "helpdesk_sla_breaches_total"):
-        totals[tuple(stored.get(k, "") for k in SLA)] += amount
+    totals = dict.fromkeys(series, 0.0)
+    for name, values, amount in stored:
+        if name == BREACHES:
+            key = tuple(values.get(k, "") for k in SLA)
+            totals[key] = totals.get(key, 0.0) + amount
     due = select(*group, func.count()).where(
         ClockRow.state.in_(("on_track", "at_risk", "breached")),
         ClockRow.breach_counted.is_(False),
         ClockRow.deadline < now,
     )
-    for *key, count in session.execute(due.group_by(*group)):  # passed since the last tick
-        totals[tuple(key)] += count
-    for series, amount in sorted(totals.items()):
-        breaches.add_metric(list(series), amount)
+    for *passed, count in session.execute(due.group_by(*group)):  # since the last tick
+        totals[tuple(passed)] = totals.get(tuple(passed), 0.0) + count
+    for key, amount in sorted(totals.items()):
+        breaches.add_metric(list(key), amount)
     yield breaches
 
 
-def _counters(session: DbSession, now: float) -> Iterator[Metric]:
-    stored = read(session, "")
+def _counters(stored: Stored, zeroed: set[tuple[str, ...]]) -> Iterator[Metric]:
     for name, (doc, labels) in COUNTERS.items():
         counter = CounterMetricFamily(name.removesuffix("_total"), doc, labels=labels)
+        totals: dict[tuple[str, ...], float] = {}
+        if name == COMPLETED:
+            totals = {(*key, result): 0.0 for key in zeroed for result in RESULTS}
         for row_name, values, value in stored:
             if row_name == name:
-                counter.add_metric([values.get(k, "") for k in labels], value)
+                key = tuple(values.get(k, "") for k in labels)
+                totals[key] = totals.get(key, 0.0) + value
+        for key, value in sorted(totals.items()):
+            counter.add_metric(list(key), value)
         yield counter
     for name, (doc, labels, buckets) in HISTOGRAMS.items():
         series: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
