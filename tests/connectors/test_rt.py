@@ -2,7 +2,9 @@
 loopback, its own SQLite database; tests/services.py). The tests create, reply to, comment
 on, re-prioritize and resolve tickets through REST2 as a customer (unprivileged) and an agent
 (privileged), then sync them: page by page into a real monitor (the shared scenario as far
-as RT can tell it), resumed from a stored cursor, and with a revoked token.
+as RT can tell it), resumed from a stored cursor, and with a revoked token; and through a
+fault-injecting proxy (tests/fakes/proxy.py) that rate-limits, fails, drops and truncates
+as the proxies in front of a real RT do.
 
 RT's times are its own clock, so the clocks the monitor stores are compared with the
 engine's answer for the events as RT recorded them; the story's shape (kinds, authors,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,8 @@ import yaml
 from sqlalchemy import select
 
 import rules
-from connectors import FatalError, connector_types
+from connectors import FatalError, RetriableError, connector_types
+from connectors.base import Batch
 from connectors.rt import RtConnector
 from connectors.rt_mapping import ValueMap
 from monitor import create_app, register_connectors
@@ -36,6 +40,7 @@ from monitor.models import EventRow, Ticket, db
 from rules.events import Created, Event, FieldChange, Message, Removed
 from tests.connectors.harness import Store, engine_clocks, stored_clocks
 from tests.fakes import scenario
+from tests.fakes.proxy import Proxy, proxy
 from tests.fakes.scenario import STORIES, Story
 from tests.services import RequestTracker, request_tracker
 
@@ -315,3 +320,98 @@ def test_default_mappings_overrides_and_unknown_values_noted_once():
         "rt priority 'p1' counted as normal; map it under `priorities:`",
     ]
     assert custom.notes() == []
+
+
+# -- faults between the connector and RT (a proxy in front of the real server) -------------
+#
+# Real RT neither rate-limits nor truncates, but the proxies and load balancers in front of
+# it do: tests/fakes/proxy.py forwards to the real RT and answers chosen requests itself.
+
+SEARCH = "/REST/2.0/tickets?"  # the ticket search (a history is /REST/2.0/ticket/N/history)
+
+
+@pytest.fixture
+def front(rt) -> Iterator[Proxy]:
+    with proxy(rt.url) as px:
+        yield px
+
+
+def own_queue(rt: RequestTracker, queue: str, count: int) -> tuple[Desk, list[str], dt.datetime]:
+    """A queue of the test's own with ``count`` tickets (one answered), settled."""
+    desk = Desk(rt)
+    desk.call(AGENT, "POST", "/queue", {"Name": queue})
+    begin = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=1)
+    ids = [desk.create(CUSTOMER, queue, f"{queue} {n}") for n in range(count)]
+    desk.reply(ids[0], AGENT)
+    settle()
+    return desk, ids, begin
+
+
+def assert_all_once(store: Store, desk: Desk, ids: Sequence[str]) -> None:
+    assert Counter(store.delivered) == Counter(ids)  # every ticket, each exactly once
+    for tid in ids:
+        assert shape(store.history(tid)) == desk.expected[tid], tid
+
+
+def test_a_rate_limited_sync_through_a_proxy_waits_as_told(rt, front):
+    desk, ids, begin = own_queue(rt, "Limited", 3)
+    front.fail(SEARCH, 429, 429, retry_after=1)  # the first search, twice
+    front.fail(f"/ticket/{ids[2]}/history", 429, retry_after=1)  # on page two
+    store = Store()
+    assert store.sync(connect(rt, begin, url=front.url, queues=["Limited"]))[-1].done
+    assert front.pending() == []  # every 429 was given ...
+    assert [h.status for h in front.hits(SEARCH)][:3] == [429, 429, 200]
+    assert [h.status for h in front.hits(f"/ticket/{ids[2]}/history")] == [429, 200]
+    assert front.early == 0  # ... and nothing came before its Retry-After was over
+    assert_all_once(store, desk, ids)
+
+
+def test_a_5xx_burst_and_a_dropped_connection_through_a_proxy_are_ridden_out(rt, front):
+    desk, ids, begin = own_queue(rt, "Bursts", 3)
+    front.fail("/history", 503, 503, 503)
+    front.fail(SEARCH, "drop", after=1)  # the second search page
+    store = Store()
+    assert store.sync(connect(rt, begin, url=front.url, queues=["Bursts"]))[-1].done
+    assert front.pending() == []
+    assert [h.status for h in front.hits("/history")][:4] == [503, 503, 503, 200]
+    assert [h.status for h in front.hits(SEARCH)][1:3] == [0, 200]  # dropped, asked again
+    assert_all_once(store, desk, ids)
+
+
+@pytest.mark.parametrize("where", ["search", "history"])
+def test_a_truncated_page_keeps_the_cursor_before_it(rt, front, where):
+    queue = f"Truncated {where}"
+    desk, ids, begin = own_queue(rt, queue, 3)
+    # Two tickets a page: the second search page, or the first history read for it.
+    front.fail(SEARCH if where == "search" else "/history", "truncate",
+               after=1 if where == "search" else 2)  # fmt: skip
+    store, stored = Store(), list[Batch]()
+    with pytest.raises(RetriableError, match="malformed answer"):
+        store.sync(connect(rt, begin, url=front.url, queues=[queue]), into=stored)
+    assert front.pending() == []
+    # Page one is stored (and, for the history, the search again from its mark, which
+    # finds page one's tickets and nothing fresh); the page that failed is not.
+    assert stored and store.cursor == stored[-1].cursor
+    first = set(store.delivered)
+    assert len(store.delivered) == 2 and first < set(ids)
+    # the cursor is before the failed page: it knows no ticket of it
+    assert store.cursor and set(store.cursor["seen"]) <= first
+    store.sync(connect(rt, begin, url=front.url, queues=[queue]))  # the next poll
+    assert_all_once(store, desk, ids)
+
+
+def test_a_wrong_token_through_a_proxy_is_fatal_without_the_token(rt, front):
+    since = settle()
+    assert Store().sync(connect(rt, since, url=front.url))[-1].done  # the real token passes
+    user, secret = rt.token.rsplit("-", 1)
+    wrong = f"{user}-{'0' * len(secret)}"  # RT's own user, not its secret: as when revoked
+    assert wrong != rt.token
+    with pytest.raises(FatalError) as caught:
+        Store().sync(connect(rt, since, url=front.url, token=wrong))
+    assert "HTTP 401" in str(caught.value) and wrong not in str(caught.value)
+    assert secret not in str(caught.value) and "0" * len(secret) not in str(caught.value)
+    assert front.hits()[-1].status == 401  # RT's answer, passed on
+    with pytest.raises(FatalError) as caught:
+        Store().sync(connect(rt, since, url=front.url, token=None, username="root",
+                             password="not-the-password"))  # fmt: skip
+    assert "HTTP 401" in str(caught.value) and "not-the-password" not in str(caught.value)
