@@ -14,16 +14,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from connectors.base import TicketChange
+from connectors.mail import normalize_subject
 from rules.events import Created, Event, FieldChange, FieldValue, Message, Rating, Removed
 
 CHAT = {"livechat", "network"}
 SOCIAL = {"fbinstagram", "viber", "wechat", "facebook", "facebookcomments", "fbinstagramdirect",
           "imessage", "olx", "whatsappbyedna", "whatsappbytwilio", "vkgroup", "ok", "avito",
           "telegrambot", "facebookmessenger", "vkgrouporder", "telegram"}  # fmt: skip
+MAIL_QUEUE, CALLS_QUEUE = "CRM e-mail", "Calls"  # the queues of the tickets no Open Line holds
 VOTES = {"like": 5, "dislike": 1}
 MISSED, CONNECTED = "304", "200"
 INCOMING_CALLS = ("2", "3")
-PREFIX = re.compile(r"^\s*((re|fwd?|fw|на|отв)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 
 
 def instant(value: Any) -> dt.datetime:
@@ -147,7 +148,7 @@ def removed(ticket: str, at: dt.datetime) -> TicketChange:
 
 
 def thread_subject(subject: Any) -> str:
-    return PREFIX.sub("", str(subject or "")).strip().lower()
+    return normalize_subject(str(subject or ""))
 
 
 def email_threads(mails: Iterable[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
@@ -167,7 +168,7 @@ def email_change(thread: Sequence[Mapping[str, Any]], url: str) -> TicketChange:
     first = thread[0]
     tid = f"mail{first['ID']}"
     fields: dict[str, FieldValue] = {
-        "status": "open", "priority": "normal", "queue": "", "channel": "email", "type": "",
+        "status": "open", "priority": "normal", "queue": MAIL_QUEUE, "channel": "email", "type": "",
         "tags": frozenset(), "organization": "", "subject": str(first.get("SUBJECT") or ""),
         "url": url, "requester": _address(first),
     }  # fmt: skip
@@ -243,6 +244,6 @@ def call_changes(
 
 
 def _phone_fields(number: str, status: str, url: str) -> dict[str, FieldValue]:
-    return {"status": status, "priority": "normal", "queue": "", "channel": "phone",
+    return {"status": status, "priority": "normal", "queue": CALLS_QUEUE, "channel": "phone",
             "type": "", "tags": frozenset(), "organization": "", "requester": f"+{number}",
             "subject": f"Missed call from +{number}", "url": url}  # fmt: skip

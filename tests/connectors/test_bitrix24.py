@@ -309,7 +309,7 @@ def test_an_email_thread_is_one_ticket(fake, url):
     assert set(store.fields) == {f"mail{first}", f"mail{other}"}
     assert shape(store.history(f"mail{first}")) == [
         ("created", minutes(0), "customer", {"status": "open", "priority": "normal",
-                                             "queue": "", "channel": "email"}),
+                                             "queue": "CRM e-mail", "channel": "email"}),
         ("message", minutes(0), "customer", True),
         ("message", minutes(20), "agent", True),
         ("field", minutes(20), "status", "solved"),
@@ -341,7 +341,7 @@ def test_a_deleted_mail_that_was_its_threads_only_message_removes_the_thread(fak
     assert shape(store.history(f"mail{first}"))[-1] == ("removed", NOW, "deleted")
     assert shape(store.history(f"mail{follow_up}"))[:2] == [
         ("created", minutes(30), "customer", {"status": "open", "priority": "normal",
-                                              "queue": "", "channel": "email"}),
+                                              "queue": "CRM e-mail", "channel": "email"}),
         ("message", minutes(30), "customer", True)]  # fmt: skip
     assert set(store.cursor["mail_open"]) == {f"mail{kept}", f"mail{follow_up}"}
     store.sync(connector)  # nothing more gone
