@@ -286,7 +286,10 @@ class RtConnector(Connector):
             params = {"fields": HISTORY_FIELDS, "per_page": HISTORY_PAGE, "page": page}
             response = http.request("GET", path, params=params)
             if response.status_code == 404:
-                return None
+                if _from_rt(response):
+                    return None
+                # Not RT's own JSON 404: a proxy in front of it lost its way; try again.
+                raise RetriableError(f"rt: {path} answered HTTP 404 that RT did not write")
             body = _json(response, path)
             items = body.get("items") if isinstance(body, dict) else None
             if not isinstance(items, list):
@@ -365,3 +368,12 @@ def _server_time(value: str | None) -> dt.datetime | None:
         return email.utils.parsedate_to_datetime(value).astimezone(dt.UTC)
     except (TypeError, ValueError):
         return None
+
+
+def _from_rt(response: Any) -> bool:
+    """An answer RT wrote: REST2 answers in JSON, with a ``message`` on errors."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "message" in body

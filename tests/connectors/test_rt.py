@@ -400,6 +400,17 @@ def test_a_truncated_page_keeps_the_cursor_before_it(rt, front, where):
     assert_all_once(store, desk, ids)
 
 
+def test_a_404_a_proxy_wrote_is_no_deletion(rt, front):
+    desk, ids, begin = own_queue(rt, "Misrouted", 2)
+    front.fail("/history", 404)  # the proxy's own page, not RT's JSON
+    store = Store()
+    with pytest.raises(RetriableError, match="404 that RT did not write"):
+        store.sync(connect(rt, begin, url=front.url, queues=["Misrouted"]))
+    assert store.delivered == []  # no ticket was taken for deleted
+    store.sync(connect(rt, begin, url=front.url, queues=["Misrouted"]))
+    assert_all_once(store, desk, ids)
+
+
 def test_a_wrong_token_through_a_proxy_is_fatal_without_the_token(rt, front):
     since = settle()
     assert Store().sync(connect(rt, since, url=front.url))[-1].done  # the real token passes
