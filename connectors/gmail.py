@@ -59,6 +59,7 @@ from connectors.base import (
 )
 from connectors.http import Http
 from connectors.mail import Agents, Mail, Threads, mail_from_headers
+from connectors.oauth import AccessToken
 
 API = "https://gmail.googleapis.com"
 GOOGLE_TOKEN = "https://oauth2.googleapis.com/token"
@@ -68,7 +69,6 @@ HISTORY_TYPES = ("messageAdded", "labelAdded", "labelRemoved")
 PAGE = 500  # the documented maximum of messages.list and history.list
 CHUNK = 500  # changes per Batch
 START_BACK = dt.timedelta(days=30)
-TOKEN_MARGIN = 60.0
 RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 RETRY_AT = re.compile(r"Retry after (\d{4}-\d\d-\d\dT[\d:.]+Z)")
 MAX_PAGES = 100_000  # a loop guard
@@ -134,69 +134,30 @@ class GmailConnector(Connector):
         self.agents = Agents(options.get("agents") or ())
         self.solved_label = options.get("solved_label") or None
         self.pending_on_reply = bool(options.get("pending_on_reply"))
-        self._clock, self._monotonic, self.page = clock, monotonic, page
+        self._clock, self.page = clock, page
         start = options.get("start")
         self.start = aware(start, "gmail: start") if start is not None else clock() - START_BACK
-        self._token: str | None = None
-        self._expires = 0.0
-        self.tokens_fetched = 0
-
-    @property
-    def users(self) -> str:
-        return f"/gmail/v1/users/{self.user}"
-
-    # -- OAuth2 --------------------------------------------------------------------------
-
-    def _authorize(self, http: Http, renew: bool = False) -> None:
-        if not renew and self._token is not None and self._monotonic() < self._expires:
-            return
-        self._token = None
-        data = {
+        form = {
             "grant_type": "refresh_token",
             "client_id": self.client_id,
             "client_secret": self.client_secret,
             "refresh_token": self.refresh_token,
         }
-        asked = self._monotonic()
-        response = http.request("POST", token_url(self.base), data=data, allow=(400, 401, 403))
-        if response.status_code in (400, 401, 403):
-            try:
-                reason = str(response.json().get("error", ""))[:40]
-            except (ValueError, AttributeError):
-                reason = ""
-            raise FatalError(
-                f"gmail: the token endpoint refused the refresh token of client "
-                f"{self.client_id} (HTTP {response.status_code}{' ' + reason if reason else ''})"
-                "; authorize slamon again"
-            )
-        try:
-            body = response.json()
-            token, lifetime = str(body["access_token"]), float(body.get("expires_in") or 0)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise RetriableError("gmail: a malformed answer from the token endpoint") from None
-        self._token, self.tokens_fetched = token, self.tokens_fetched + 1
-        self._expires = asked + max(0.0, lifetime - TOKEN_MARGIN)
-        http.secrets = sorted({*http.secrets, token}, key=len, reverse=True)
+        self.token = AccessToken(
+            "gmail",
+            token_url(self.base),
+            form,
+            client=f"client {self.client_id}",
+            advice="check the grant and its scope, or authorize slamon again",
+            monotonic=monotonic,
+        )
 
-    def _get(self, http: Http, path: str, params: Any = None, allow: tuple[int, ...] = ()) -> Any:
-        """A GET with the access token (renewed once when refused); the response."""
-        self._authorize(http)
-        for renewed in (False, True):
-            headers = {"Authorization": f"Bearer {self._token}"}
-            response = http.request("GET", path, params=params, headers=headers,
-                                    allow=(401, *allow))  # fmt: skip
-            if response.status_code != 401:
-                return response
-            if renewed:
-                raise FatalError(
-                    f"gmail: {path.split('?')[0]} refused the access token of client "
-                    f"{self.client_id} (HTTP 401); check the grant and its scope"
-                )
-            self._authorize(http, renew=True)
-        raise AssertionError("unreachable")
+    @property
+    def users(self) -> str:
+        return f"/gmail/v1/users/{self.user}"
 
     def _json(self, http: Http, path: str, params: Any = None) -> dict[str, Any]:
-        response = self._get(http, path, params)
+        response = self.token.get(http, path, params)
         return _body(response, path)
 
     def _http(self, stop: threading.Event) -> Http:
@@ -205,7 +166,7 @@ class GmailConnector(Connector):
             self.base,
             stop,
             throttled=_rate_limited,
-            secrets=[self.client_secret, self.refresh_token, self._token or ""],
+            secrets=[self.client_secret, self.refresh_token, self.token.value or ""],
         )
         http.session.hooks["response"].append(_retry_in_message)
         return http
@@ -317,7 +278,7 @@ class GmailConnector(Connector):
         """One message's headers, or None (gone since it was listed, or unreadable)."""
         path = f"{self.users}/messages/{mid}"
         params = [("format", "metadata"), *(("metadataHeaders", h) for h in HEADERS)]
-        response = self._get(http, path, params, allow=(404,))
+        response = self.token.get(http, path, params, allow=(404,))
         if response.status_code == 404:
             return None
         message = _body(response, "/messages/{id}")
@@ -347,7 +308,7 @@ class GmailConnector(Connector):
                                       "maxResults": self.page}  # fmt: skip
             if token:
                 params["pageToken"] = token
-            response = self._get(http, path, params, allow=(404,))
+            response = self.token.get(http, path, params, allow=(404,))
             if response.status_code == 404:
                 return None
             body = _body(response, path)

@@ -54,6 +54,7 @@ from connectors.base import (
 )
 from connectors.http import Http
 from connectors.mail import Agents, Mail, Threads, mail_from_headers
+from connectors.oauth import AccessToken
 
 API = "https://graph.microsoft.com"
 LOGIN = "https://login.microsoftonline.com"
@@ -65,7 +66,6 @@ RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired"})
 PAGE = 100
 CHUNK = 500
 START_BACK = dt.timedelta(days=30)
-TOKEN_MARGIN = 60.0
 MAX_PAGES = 100_000  # a loop guard
 MAX_KNOWN = 50_000  # message ids remembered (their thread) for moves out of the solved folder
 WELL_KNOWN = frozenset({"inbox", "sentitems", "deleteditems", "drafts", "junkemail", "archive",
@@ -108,84 +108,50 @@ class GraphConnector(Connector):
         self.agents = Agents(options.get("agents") or ())
         self.solved_folder = options.get("solved_folder") or None
         self.pending_on_reply = bool(options.get("pending_on_reply"))
-        self._clock, self._monotonic, self.page = clock, monotonic, page
+        self._clock, self.page = clock, page
         start = options.get("start")
         self.start = aware(start, "graph: start") if start is not None else clock() - START_BACK
-        self._token: str | None = None
-        self._expires = 0.0
-        self.tokens_fetched = 0
+        form = {
+            "client_id": self.client_id,
+            "scope": SCOPE,
+            "client_secret": self.client_secret,
+            "grant_type": "client_credentials",
+        }
+        self.token = AccessToken(
+            "graph",
+            token_url(self.base, self.tenant),
+            form,
+            client=f"client {self.client_id} of tenant {self.tenant}",
+            advice="check the app registration, its secret and its permissions",
+            monotonic=monotonic,
+        )
 
     @property
     def user(self) -> str:
         return f"/v1.0/users/{self.mailbox}"
-
-    # -- OAuth2 --------------------------------------------------------------------------
-
-    def _authorize(self, http: Http, renew: bool = False) -> None:
-        if not renew and self._token is not None and self._monotonic() < self._expires:
-            return
-        self._token = None
-        data = {"client_id": self.client_id, "scope": SCOPE, "client_secret": self.client_secret,
-                "grant_type": "client_credentials"}  # fmt: skip
-        asked = self._monotonic()
-        response = http.request("POST", token_url(self.base, self.tenant), data=data,
-                                allow=(400, 401, 403))  # fmt: skip
-        if response.status_code in (400, 401, 403):
-            try:
-                reason = str(response.json().get("error", ""))[:40]
-            except (ValueError, AttributeError):
-                reason = ""
-            raise FatalError(
-                f"graph: the token endpoint of tenant {self.tenant} refused client "
-                f"{self.client_id} (HTTP {response.status_code}{' ' + reason if reason else ''})"
-                "; check the app registration and its secret"
-            )
-        try:
-            body = response.json()
-            token, lifetime = str(body["access_token"]), float(body.get("expires_in") or 0)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise RetriableError("graph: a malformed answer from the token endpoint") from None
-        self._token, self.tokens_fetched = token, self.tokens_fetched + 1
-        self._expires = asked + max(0.0, lifetime - TOKEN_MARGIN)
-        http.secrets = sorted({*http.secrets, token}, key=len, reverse=True)
 
     def _get(
         self, http: Http, path: str, params: Any = None, prefer: str = ""
     ) -> requests.Response:
         """A GET with the access token (renewed once when refused); the response, or the
         delta's "start again" answers as :class:`_Resync`."""
-        self._authorize(http)
-        for renewed in (False, True):
-            headers = {
-                "Authorization": f"Bearer {self._token}",
-                "Prefer": ", ".join(p for p in (prefer, 'IdType="ImmutableId"') if p),
-            }
-            response = http.request("GET", path, params=params, headers=headers,
-                                    allow=(400, 401, 404, 410))  # fmt: skip
-            status = response.status_code
-            if status == 401:
-                if renewed:
-                    raise FatalError(
-                        f"graph: {http._where(path)} refused the access token of client "
-                        f"{self.client_id} (HTTP 401); check the app's permissions"
-                    )
-                self._authorize(http, renew=True)
-                continue
-            if status in (400, 404, 410):
-                code = _code(response)
-                if status == 410 or code.lower() in RESYNC_CODES:
-                    raise _Resync(code or "HTTP 410")
-                if status == 404:
-                    raise FatalError(
-                        f"graph: {http._where(path)} not found (HTTP 404 {code}); "
-                        "check mailbox and solved_folder"
-                    )
-                raise RetriableError(f"graph: HTTP 400 {code} from {http._where(path)}", status=400)
-            return response
-        raise AssertionError("unreachable")
+        prefers = {"Prefer": ", ".join(p for p in (prefer, 'IdType="ImmutableId"') if p)}
+        response = self.token.get(http, path, params, allow=(400, 404, 410), headers=prefers)
+        status = response.status_code
+        if status in (400, 404, 410):
+            code = _code(response)
+            if status == 410 or code.lower() in RESYNC_CODES:
+                raise _Resync(code or "HTTP 410")
+            if status == 404:
+                raise FatalError(
+                    f"graph: {http._where(path)} not found (HTTP 404 {code}); "
+                    "check mailbox and solved_folder"
+                )
+            raise RetriableError(f"graph: HTTP 400 {code} from {http._where(path)}", status=400)
+        return response
 
     def _http(self, stop: threading.Event) -> Http:
-        return Http("graph", self.base, stop, secrets=[self.client_secret, self._token or ""])
+        return Http("graph", self.base, stop, secrets=[self.client_secret, self.token.value or ""])
 
     # -- the sync ------------------------------------------------------------------------
 

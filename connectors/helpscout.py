@@ -39,7 +39,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import requests
-from requests.auth import AuthBase
 
 from connectors.base import (
     Batch,
@@ -56,6 +55,7 @@ from connectors.base import (
 )
 from connectors.helpscout_mapping import ValueMap, fields_of, history, instant, iso, stamp
 from connectors.http import Http
+from connectors.oauth import AccessToken
 from rules.events import Removal
 
 API = "https://api.helpscout.net"
@@ -63,22 +63,10 @@ TOKEN = "/v2/oauth2/token"
 LIST = "/v2/conversations"
 OVERLAP = dt.timedelta(seconds=60)
 SETTLED = dt.timedelta(seconds=2)  # a second this far back on the server is closed
-TOKEN_MARGIN = 60.0  # seconds before expiry a token is renewed
 START_BACK = dt.timedelta(days=30)
 WEB = "https://secure.helpscout.net/conversation"
 SIGNATURE = "X-HelpScout-Signature"
 MAX_PAGES = 10_000  # of one conversation's threads: a loop guard
-
-
-class _Bearer(AuthBase):
-    def __init__(self, connector: HelpscoutConnector) -> None:
-        self.connector = connector
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        token = self.connector._token
-        if token is not None and not str(request.url).endswith(TOKEN):
-            request.headers["Authorization"] = f"Bearer {token}"
-        return request
 
 
 def _rate_headers(response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -108,68 +96,43 @@ class HelpscoutConnector(Connector):
         if not app_id or not secret:
             raise FatalError("helpscout: give app_id and app_secret")
         self.app_id, self.app_secret = str(app_id), str(secret)
-        self._clock, self._monotonic = clock, monotonic
+        self._clock = clock
         start = options.get("start")
         self.start = aware(start, "helpscout: start") if start is not None else clock() - START_BACK
         self.mapping = ValueMap(options.get("statuses") or {}, options.get("priorities") or {})
         self.mailbox_filter = [str(m) for m in options.get("mailboxes") or ()]
         secret_hook = options.get("webhook_secret")
         self.webhook_secret = str(secret_hook) if secret_hook else None
-        self._token: str | None = None
-        self._expires = 0.0
-        self.tokens_fetched = 0
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.app_id,
+            "client_secret": self.app_secret,
+        }
+        # bad credentials are 401/403 here (a 400 is retried); a 404 means a wrong ``url``
+        self.token = AccessToken(
+            "helpscout",
+            TOKEN,
+            form,
+            client=f"app {self.app_id}",
+            advice="check the app, its user and its permissions",
+            refused=(401, 403, 404),
+            monotonic=monotonic,
+        )
 
     def ticket_url(self, ticket: str) -> str:
         return f"{WEB}/{ticket}"
 
-    # -- OAuth2 --------------------------------------------------------------------------
-
-    def _authorize(self, http: Http, renew: bool = False) -> None:
-        if not renew and self._token is not None and self._monotonic() < self._expires:
-            return
-        self._token = None
-        data = {"grant_type": "client_credentials", "client_id": self.app_id,
-                "client_secret": self.app_secret}  # fmt: skip
-        asked = self._monotonic()
-        try:
-            response = http.request("POST", TOKEN, data=data)
-        except FatalError:
-            raise FatalError(
-                "helpscout: the token endpoint refused app_id/app_secret (HTTP 401/403); "
-                "check the app and that its user is active"
-            ) from None
-        if response.status_code == 404:
-            raise FatalError(f"helpscout: no token endpoint at {self.base}{TOKEN}")
-        try:
-            body = response.json()
-            token, lifetime = str(body["access_token"]), float(body.get("expires_in") or 0)
-        except (ValueError, KeyError, TypeError):
-            raise RetriableError("helpscout: a malformed answer from the token endpoint") from None
-        self._token, self.tokens_fetched = token, self.tokens_fetched + 1
-        self._expires = asked + max(0.0, lifetime - TOKEN_MARGIN)
-        http.secrets = sorted({*http.secrets, token}, key=len, reverse=True)
-
     def _get(self, http: Http, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        """A GET with the access token, renewed once when refused; the response."""
-        self._authorize(http)
-        for renewed in (False, True):
-            try:
-                return http.request("GET", path, params=params, allow_redirects=False)
-            except FatalError as exc:
-                if renewed or "HTTP 401" not in str(exc):
-                    raise FatalError(
-                        f"helpscout: {path.split('?')[0]} refused the access token of app "
-                        f"{self.app_id} ({'HTTP 401' if 'HTTP 401' in str(exc) else 'HTTP 403'})"
-                        "; check the app, its user and its permissions"
-                    ) from None
-                self._authorize(http, renew=True)
-        raise AssertionError("unreachable")
+        """A GET with the access token (renewed once on a 401); the response."""
+        response = self.token.get(http, path, params, allow=(403,), allow_redirects=False)
+        if response.status_code == 403:
+            raise FatalError(self.token.denied(http, path, 403))
+        return response
 
     # -- the sync ------------------------------------------------------------------------
 
     def _http(self, stop: threading.Event) -> Http:
-        http = Http("helpscout", self.base, stop, auth=_Bearer(self),
-                    secrets=[self.app_secret, self._token or ""])  # fmt: skip
+        http = Http("helpscout", self.base, stop, secrets=[self.app_secret, self.token.value or ""])
         http.session.hooks["response"].append(_rate_headers)
         return http
 
