@@ -35,7 +35,7 @@ from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks
 from tests.fakes import scenario
 from tests.fakes.gmail import AGENT, MAILBOX, FakeGmail
 from tests.fakes.scenario import STORIES, T0, Step, Story
-from tests.fakes.serve import serving
+from tests.fakes.serve import FakeServer, fake_server
 
 CLIENT_ID, CLIENT_SECRET = "gm-7c1d.apps.googleusercontent.com", "GOCSPX-s3cret-9f8e7d6c"
 REFRESH = "1//0g-refresh-token-5b4a3c2d1e"
@@ -49,25 +49,19 @@ def minutes(m: float) -> dt.datetime:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, list[FakeGmail]]]:
-    fakes: list[FakeGmail] = []
-
-    def app(environ: Any, start_response: Any) -> Any:
-        return fakes[-1].app(environ, start_response)
-
-    with serving(app) as base:
-        yield base, fakes
+def server() -> Iterator[FakeServer]:
+    with fake_server() as server:
+        yield server
 
 
 @pytest.fixture
-def fake(server: tuple[str, list[FakeGmail]]) -> FakeGmail:
-    server[1].append(FakeGmail(CLIENT_ID, CLIENT_SECRET, REFRESH))
-    return server[1][-1]
+def fake(server: FakeServer) -> FakeGmail:
+    return server.serve(FakeGmail(CLIENT_ID, CLIENT_SECRET, REFRESH))
 
 
 @pytest.fixture
-def url(server: tuple[str, list[FakeGmail]], fake: FakeGmail) -> str:
-    return server[0]
+def url(server: FakeServer, fake: FakeGmail) -> str:
+    return server.url
 
 
 def connect(url: str, clock: list[dt.datetime] | None = None, **options: Any) -> GmailConnector:

@@ -35,7 +35,7 @@ from tests.connectors.harness import Store, engine_clocks, stored_clocks
 from tests.fakes import scenario
 from tests.fakes.graph import AGENT, MAILBOX, FakeGraph
 from tests.fakes.scenario import STORIES, T0, Step, Story
-from tests.fakes.serve import serving
+from tests.fakes.serve import FakeServer, fake_server
 
 TENANT, CLIENT_ID, CLIENT_SECRET = "acme-tenant-1", "graph-app-7c1d", "gr4ph~s3cret.9f8e7d"
 NOW = T0 + dt.timedelta(days=2)
@@ -48,25 +48,19 @@ def minutes(m: float) -> dt.datetime:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, list[FakeGraph]]]:
-    fakes: list[FakeGraph] = []
-
-    def app(environ: Any, start_response: Any) -> Any:
-        return fakes[-1].app(environ, start_response)
-
-    with serving(app) as base:
-        yield base, fakes
+def server() -> Iterator[FakeServer]:
+    with fake_server() as server:
+        yield server
 
 
 @pytest.fixture
-def fake(server: tuple[str, list[FakeGraph]]) -> FakeGraph:
-    server[1].append(FakeGraph(TENANT, CLIENT_ID, CLIENT_SECRET))
-    return server[1][-1]
+def fake(server: FakeServer) -> FakeGraph:
+    return server.serve(FakeGraph(TENANT, CLIENT_ID, CLIENT_SECRET))
 
 
 @pytest.fixture
-def url(server: tuple[str, list[FakeGraph]], fake: FakeGraph) -> str:
-    return server[0]
+def url(server: FakeServer, fake: FakeGraph) -> str:
+    return server.url
 
 
 def connect(url: str, clock: list[dt.datetime] | None = None, **options: Any) -> GraphConnector:

@@ -40,7 +40,7 @@ from tests.connectors.harness import Store, engine_clocks, stored_clocks, webhoo
 from tests.fakes import scenario
 from tests.fakes.helpscout import FakeHelpScout
 from tests.fakes.scenario import STORIES, T0, Story
-from tests.fakes.serve import serving
+from tests.fakes.serve import FakeServer, fake_server
 
 APP_ID, APP_SECRET = "hs-app-7c1d", "hs-s3cret-9f8e7d6c5b4a"
 NOW = T0 + dt.timedelta(days=2)
@@ -69,25 +69,19 @@ def told(story: Story) -> Story:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, list[FakeHelpScout]]]:
-    fakes: list[FakeHelpScout] = []
-
-    def app(environ: Any, start_response: Any) -> Any:
-        return fakes[-1].app(environ, start_response)
-
-    with serving(app) as base:
-        yield base, fakes
+def server() -> Iterator[FakeServer]:
+    with fake_server() as server:
+        yield server
 
 
 @pytest.fixture
-def fake(server: tuple[str, list[FakeHelpScout]]) -> FakeHelpScout:
-    server[1].append(FakeHelpScout(APP_ID, APP_SECRET))
-    return server[1][-1]
+def fake(server: FakeServer) -> FakeHelpScout:
+    return server.serve(FakeHelpScout(APP_ID, APP_SECRET))
 
 
 @pytest.fixture
-def url(server: tuple[str, list[FakeHelpScout]], fake: FakeHelpScout) -> str:
-    return server[0]
+def url(server: FakeServer, fake: FakeHelpScout) -> str:
+    return server.url
 
 
 def connect(url: str, **options: Any) -> HelpscoutConnector:

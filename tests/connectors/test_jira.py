@@ -39,7 +39,7 @@ from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks,
 from tests.fakes import scenario
 from tests.fakes.jira import FakeJira
 from tests.fakes.scenario import STORIES, T0, Story
-from tests.fakes.serve import serving
+from tests.fakes.serve import FakeServer, fake_server
 
 EMAIL, TOKEN, PAT = "bot@acme.test", "ATATT3xFfGF0-jira-t0ken-9f8e7d", "jira-pat-1a2b3c4d5e"
 NOW = T0 + dt.timedelta(days=2)
@@ -54,26 +54,19 @@ def minutes(m: float) -> dt.datetime:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, list[FakeJira]]]:
-    """One loopback server for the module, answering as the current test's fake."""
-    fakes: list[FakeJira] = []
-
-    def app(environ: Any, start_response: Any) -> Any:
-        return fakes[-1].app(environ, start_response)
-
-    with serving(app) as base:
-        yield base, fakes
+def server() -> Iterator[FakeServer]:
+    with fake_server() as server:
+        yield server
 
 
 @pytest.fixture
-def fake(server: tuple[str, list[FakeJira]]) -> FakeJira:
-    server[1].append(FakeJira(EMAIL, TOKEN, PAT))
-    return server[1][-1]
+def fake(server: FakeServer) -> FakeJira:
+    return server.serve(FakeJira(EMAIL, TOKEN, PAT))
 
 
 @pytest.fixture
-def url(server: tuple[str, list[FakeJira]], fake: FakeJira) -> str:
-    return server[0]
+def url(server: FakeServer, fake: FakeJira) -> str:
+    return server.url
 
 
 def connect(url: str, per_page: int = 2, **options: Any) -> JiraConnector:

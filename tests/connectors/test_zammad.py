@@ -37,7 +37,7 @@ from rules.events import Created, Event, FieldChange, Message, Rating, Removed
 from tests.connectors.harness import Store, shape, stored_clocks, webhook_refetch
 from tests.fakes import scenario
 from tests.fakes.scenario import STORIES, T0
-from tests.fakes.serve import serving
+from tests.fakes.serve import FakeServer, fake_server
 from tests.fakes.zammad import ROLES, FakeZammad
 
 TOKEN = "zm-t0ken-4c3b2a1f9e8d7c6b"
@@ -60,26 +60,19 @@ def iso(when: dt.datetime) -> str:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, list[FakeZammad]]]:
-    """One loopback server for the module, answering as the current test's fake."""
-    fakes: list[FakeZammad] = []
-
-    def app(environ: Any, start_response: Any) -> Any:
-        return fakes[-1].app(environ, start_response)
-
-    with serving(app) as base:
-        yield base, fakes
+def server() -> Iterator[FakeServer]:
+    with fake_server() as server:
+        yield server
 
 
 @pytest.fixture(params=[6], ids=["zammad6"])
-def fake(request: Any, server: tuple[str, list[FakeZammad]]) -> FakeZammad:
-    server[1].append(FakeZammad(TOKEN, version=request.param))
-    return server[1][-1]
+def fake(request: Any, server: FakeServer) -> FakeZammad:
+    return server.serve(FakeZammad(TOKEN, version=request.param))
 
 
 @pytest.fixture
-def url(server: tuple[str, list[FakeZammad]], fake: FakeZammad) -> str:
-    return server[0]
+def url(server: FakeServer, fake: FakeZammad) -> str:
+    return server.url
 
 
 def connect(url: str, per_page: int = 2, **options: Any) -> ZammadConnector:

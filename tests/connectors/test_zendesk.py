@@ -33,7 +33,7 @@ from rules.events import Created, FieldChange, Message, Rating, Removed
 from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks, webhook_refetch
 from tests.fakes import scenario
 from tests.fakes.scenario import STORIES, T0
-from tests.fakes.serve import serving
+from tests.fakes.serve import FakeServer, fake_server
 from tests.fakes.zendesk import FakeZendesk
 
 EMAIL, TOKEN, OAUTH = "bot@acme.test", "zd-t0ken-9f8e7d6c5b4a", "zd-oauth-1a2b3c4d5e"
@@ -53,26 +53,19 @@ def minutes(m: float) -> dt.datetime:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, list[FakeZendesk]]]:
-    """One loopback server for the module, answering as the current test's fake."""
-    fakes: list[FakeZendesk] = []
-
-    def app(environ: Any, start_response: Any) -> Any:
-        return fakes[-1].app(environ, start_response)
-
-    with serving(app) as base:
-        yield base, fakes
+def server() -> Iterator[FakeServer]:
+    with fake_server() as server:
+        yield server
 
 
 @pytest.fixture
-def fake(server: tuple[str, list[FakeZendesk]]) -> FakeZendesk:
-    server[1].append(FakeZendesk(EMAIL, TOKEN, OAUTH, clock=NOW.timestamp))
-    return server[1][-1]
+def fake(server: FakeServer) -> FakeZendesk:
+    return server.serve(FakeZendesk(EMAIL, TOKEN, OAUTH, clock=NOW.timestamp))
 
 
 @pytest.fixture
-def url(server: tuple[str, list[FakeZendesk]], fake: FakeZendesk) -> str:
-    return server[0]
+def url(server: FakeServer, fake: FakeZendesk) -> str:
+    return server.url
 
 
 def connect(url: str, per_page: int = 2, **options: Any) -> ZendeskConnector:

@@ -38,12 +38,12 @@ import math
 import random
 import secrets
 import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, jsonify, request
 
+from tests.fakes.faults import Faults
 from tests.fakes.scenario import Story
 
 UTC = dt.UTC
@@ -67,7 +67,7 @@ def error(code: int, message: str, reason: str | None = None, domain: str = "glo
     return jsonify(body), code
 
 
-class FakeGmail:
+class FakeGmail(Faults):
     def __init__(
         self,
         client_id: str = "gm-client.apps.googleusercontent.com",
@@ -75,6 +75,7 @@ class FakeGmail:
         refresh_token: str = "1//gm-refresh",
         address: str = MAILBOX,
     ) -> None:
+        super().__init__()
         self.client_id, self.client_secret = client_id, client_secret
         self.refresh_tokens = {refresh_token}
         self.address = address
@@ -91,11 +92,7 @@ class FakeGmail:
         self.oldest_history = self.history_id  # a start before this has expired
         self._random = random.Random(7)
         self._ids = itertools.count(0x18D0000000000000)
-        self.faults: list[tuple[str, list[int | str]]] = []
-        self.every: int | None = None
-        self.retry_after, self.limit_status = 1, 429
-        self.served, self.blocked_until = 0, 0.0
-        self.early = self.limited = self.windows = 0
+        self.limit_status = 429
         self.log: list[str] = []
         self.lock = threading.RLock()
         self.app = self._build()
@@ -223,13 +220,11 @@ class FakeGmail:
 
     # -- faults --------------------------------------------------------------------------
 
-    def fail(self, path: str, *answers: int | str) -> None:
-        """The next requests whose path contains ``path`` get these answers: an HTTP
-        status, "truncate" (the real answer cut in half) or "pass" (the real answer)."""
-        self.faults.append((path, list(answers)))
-
     def limit(self, every: int, retry_after: int = 1, status: int = 429) -> None:
-        self.every, self.retry_after, self.limit_status = every, retry_after, status
+        """Allow ``every`` requests per window; then ``status`` (429, or 403
+        ``userRateLimitExceeded``) until the window has passed."""
+        super().limit(every, retry_after)
+        self.limit_status = status
 
     def revoke(self) -> None:
         """The user revoked slamon's access: its refresh and access tokens stop working."""
@@ -239,9 +234,7 @@ class FakeGmail:
     # -- the API -------------------------------------------------------------------------
 
     def _build(self) -> Flask:
-        app = Flask("fake-gmail")
-        app.before_request(self._before)
-        app.after_request(self._after)
+        app = self._flask("fake-gmail")
         users = "/gmail/v1/users/<user>"
         app.add_url_rule("/token", view_func=self._token, methods=["POST"])
         app.add_url_rule(f"{users}/profile", view_func=self._profile)
@@ -252,21 +245,24 @@ class FakeGmail:
         app.register_error_handler(404, lambda _: error(404, "Requested entity was not found."))
         return app
 
-    def _before(self) -> Any:
-        with self.lock:
-            self.log.append(f"{request.method} {request.full_path}")
-            limited = self._rate_limit()
-            if limited is not None:
-                return limited
-            for path, answers in self.faults:
-                if path in request.full_path and answers:
-                    answer = answers.pop(0)
-                    if answer == "pass":
-                        break
-                    if answer == "truncate":
-                        g.truncate = True
-                        break
-                    return error(int(answer), "Backend Error" if int(answer) >= 500 else "error")
+    def _logged(self) -> Any:
+        return f"{request.method} {request.full_path}"
+
+    def _too_many(self, wait: float) -> Any:
+        if self.limit_status == 403:
+            until = dt.datetime.now(UTC) + dt.timedelta(seconds=wait)
+            text = ("User-rate limit exceeded.  Retry after "
+                    f"{until.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z")  # fmt: skip
+            return error(403, text, "userRateLimitExceeded", "usageLimits")
+        response, status = error(429, "Too many concurrent requests for user.",
+                                 "rateLimitExceeded")  # fmt: skip
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response, status
+
+    def _failed(self, status: int) -> Any:
+        return error(status, "Backend Error" if status >= 500 else "error")
+
+    def _check(self) -> Any:
         if request.path == "/token":
             return None
         header = request.headers.get("Authorization", "")
@@ -281,35 +277,6 @@ class FakeGmail:
         if user not in (None, "me", self.address):
             return error(403, "Delegation denied for " + self.address, "forbidden")
         return None
-
-    def _rate_limit(self) -> Any:
-        if self.every is None:
-            return None
-        now = time.monotonic()
-        if now < self.blocked_until:
-            self.early += 1
-        elif self.served < self.every:
-            self.served += 1
-            return None
-        else:
-            self.served, self.blocked_until = 0, now + self.retry_after
-            self.windows += 1
-        self.limited += 1
-        if self.limit_status == 403:
-            until = dt.datetime.now(UTC) + dt.timedelta(seconds=self.blocked_until - now)
-            text = ("User-rate limit exceeded.  Retry after "
-                    f"{until.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z")  # fmt: skip
-            return error(403, text, "userRateLimitExceeded", "usageLimits")
-        response, status = error(429, "Too many concurrent requests for user.",
-                                 "rateLimitExceeded")  # fmt: skip
-        response.headers["Retry-After"] = str(math.ceil(self.blocked_until - now))
-        return response, status
-
-    def _after(self, response: Response) -> Response:
-        if g.get("truncate"):
-            data = response.get_data()
-            response.set_data(data[: len(data) // 2])
-        return response
 
     def _token(self) -> Any:
         form = request.form

@@ -35,14 +35,14 @@ import itertools
 import math
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, jsonify, request
 
+from tests.fakes.faults import Faults
 from tests.fakes.scenario import Story
 
 UTC = dt.UTC
@@ -69,7 +69,7 @@ def address(who: str, name: str = "") -> dict[str, Any]:
     return {"emailAddress": {"name": name or who.split("@")[0].title(), "address": who}}
 
 
-class FakeGraph:
+class FakeGraph(Faults):
     def __init__(
         self,
         tenant: str = "contoso-tenant",
@@ -77,6 +77,7 @@ class FakeGraph:
         client_secret: str = "graph-secret",
         mailbox: str = MAILBOX,
     ) -> None:
+        super().__init__()
         self.tenant, self.client_id, self.client_secret = tenant, client_id, client_secret
         self.mailbox = mailbox
         self.tokens: set[str] = set()
@@ -92,11 +93,7 @@ class FakeGraph:
         self.states: dict[str, dict[str, Any]] = {}  # delta and skip tokens
         self.expired_with: tuple[int, str] | None = None
         self.echoes = False
-        self.faults: list[tuple[str, list[int | str]]] = []
-        self.every: int | None = None
-        self.retry_after = 1
-        self.served, self.blocked_until = 0, 0.0
-        self.early = self.limited = self.windows = self.mutable = 0
+        self.mutable = 0  # requests without Prefer: IdType="ImmutableId"
         self.log: list[str] = []
         self.lock = threading.RLock()
         self.app = self._build()
@@ -224,14 +221,6 @@ class FakeGraph:
 
     # -- faults --------------------------------------------------------------------------
 
-    def fail(self, path: str, *answers: int | str) -> None:
-        """The next requests whose path contains ``path`` get these answers: an HTTP
-        status, "truncate" (the real answer cut in half) or "pass" (the real answer)."""
-        self.faults.append((path, list(answers)))
-
-    def limit(self, every: int, retry_after: int = 1) -> None:
-        self.every, self.retry_after = every, retry_after
-
     def expire(self, status: int = 410, code: str = "SyncStateNotFound") -> None:
         """Every delta and skip token handed out so far is gone."""
         with self.lock:
@@ -248,9 +237,7 @@ class FakeGraph:
     # -- the API -------------------------------------------------------------------------
 
     def _build(self) -> Flask:
-        app = Flask("fake-graph")
-        app.before_request(self._before)
-        app.after_request(self._after)
+        app = self._flask("fake-graph")
         app.add_url_rule("/<tenant>/oauth2/v2.0/token", view_func=self._token, methods=["POST"])
         app.add_url_rule("/v1.0/users/<user>/mailFolders", view_func=self._folders)
         app.add_url_rule("/v1.0/users/<user>/mailFolders/<folder>/messages/delta",
@@ -258,22 +245,21 @@ class FakeGraph:
         app.register_error_handler(404, lambda _: error(404, "itemNotFound", "Not found"))
         return app
 
-    def _before(self) -> Any:
-        with self.lock:
-            self.log.append(f"{request.method} {request.full_path}")
-            limited = self._rate_limit()
-            if limited is not None:
-                return limited
-            for path, answers in self.faults:
-                if path in request.full_path and answers:
-                    answer = answers.pop(0)
-                    if answer == "pass":
-                        break
-                    if answer == "truncate":
-                        g.truncate = True
-                        break
-                    status = int(answer)
-                    return error(status, CODES.get(status, "generalException"), "Fault")
+    def _logged(self) -> Any:
+        return f"{request.method} {request.full_path}"
+
+    def _too_many(self, wait: float) -> Any:
+        inner = {"code": "429", "date": iso(dt.datetime.now(UTC)), "message": "Please retry after",
+                 "request-id": str(uuid.uuid4()), "status": "429"}  # fmt: skip
+        response = jsonify(error={"code": "TooManyRequests", "innerError": inner,
+                                  "message": "Please retry again later."})  # fmt: skip
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response, 429
+
+    def _failed(self, status: int) -> Any:
+        return error(status, CODES.get(status, "generalException"), "Fault")
+
+    def _check(self) -> Any:
         if request.path.endswith("/oauth2/v2.0/token"):
             return None
         if 'IdType="ImmutableId"' not in request.headers.get("Prefer", ""):
@@ -286,32 +272,6 @@ class FakeGraph:
             return error(404, "ErrorInvalidUser",
                          f"The requested user '{user}' is invalid.")  # fmt: skip
         return None
-
-    def _rate_limit(self) -> Any:
-        if self.every is None:
-            return None
-        now = time.monotonic()
-        if now < self.blocked_until:
-            self.early += 1
-        elif self.served < self.every:
-            self.served += 1
-            return None
-        else:
-            self.served, self.blocked_until = 0, now + self.retry_after
-            self.windows += 1
-        self.limited += 1
-        inner = {"code": "429", "date": iso(dt.datetime.now(UTC)), "message": "Please retry after",
-                 "request-id": str(uuid.uuid4()), "status": "429"}  # fmt: skip
-        response = jsonify(error={"code": "TooManyRequests", "innerError": inner,
-                                  "message": "Please retry again later."})  # fmt: skip
-        response.headers["Retry-After"] = str(math.ceil(self.blocked_until - now))
-        return response, 429
-
-    def _after(self, response: Response) -> Response:
-        if g.get("truncate"):
-            data = response.get_data()
-            response.set_data(data[: len(data) // 2])
-        return response
 
     def _token(self, tenant: str) -> Any:
         form = request.form

@@ -30,12 +30,12 @@ import itertools
 import math
 import secrets
 import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 
+from tests.fakes.faults import Faults
 from tests.fakes.scenario import Step, Story
 
 UTC = dt.UTC
@@ -47,12 +47,15 @@ def iso(when: dt.datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class FakeHelpScout:
+class FakeHelpScout(Faults):
+    WRITE_COST = 2
+
     def __init__(
         self,
         app_id: str = "hs-app-id",
         app_secret: str = "hs-app-secret",
     ) -> None:
+        super().__init__()
         self.app_id, self.app_secret = app_id, app_secret
         self.tokens: set[str] = set()
         self.token_requests = 0
@@ -68,11 +71,6 @@ class FakeHelpScout:
         self._ids = itertools.count(1001)
         self._thread_ids = itertools.count(500_001)
         self._updates = itertools.count(1)
-        self.faults: list[tuple[str, list[int | str]]] = []
-        self.every: int | None = None
-        self.retry_after = 1
-        self.served, self.blocked_until = 0, 0.0
-        self.early = self.limited = self.windows = 0
         self.log: list[str] = []
         self.lock = threading.Lock()
         self.app = self._build()
@@ -223,14 +221,6 @@ class FakeHelpScout:
 
     # -- faults --------------------------------------------------------------------------
 
-    def fail(self, path: str, *answers: int | str) -> None:
-        """The next requests whose path contains ``path`` get these answers: an HTTP
-        status, "truncate" (the real answer cut in half) or "pass" (the real answer)."""
-        self.faults.append((path, list(answers)))
-
-    def limit(self, every: int, retry_after: int = 1) -> None:
-        self.every, self.retry_after = every, retry_after
-
     def expire_tokens(self) -> None:
         """Every access token handed out so far stops working (its 48 h are over)."""
         self.tokens.clear()
@@ -242,9 +232,7 @@ class FakeHelpScout:
     # -- the API -------------------------------------------------------------------------
 
     def _build(self) -> Flask:
-        app = Flask("fake-helpscout")
-        app.before_request(self._before)
-        app.after_request(self._after)
+        app = self._flask("fake-helpscout")
         app.add_url_rule("/v2/oauth2/token", view_func=self._token, methods=["POST"])
         app.add_url_rule("/v2/conversations", view_func=self._list)
         app.add_url_rule("/v2/conversations/<int:cid>", view_func=self._conversation)
@@ -253,23 +241,18 @@ class FakeHelpScout:
         app.register_error_handler(404, lambda _: (jsonify(message="Not Found"), 404))
         return app
 
-    def _before(self) -> Any:
-        with self.lock:
-            self.log.append(f"{request.method} {request.full_path}")
-            limited = self._rate_limit()
-            if limited is not None:
-                return limited
-            for path, answers in self.faults:
-                if path in request.full_path and answers:
-                    answer = answers.pop(0)
-                    if answer == "pass":  # this one goes through
-                        break
-                    if answer == "truncate":
-                        g.truncate = True
-                        break
-                    if int(answer) == 404:
-                        return jsonify(message="Not Found"), 404
-                    return ERRORS.get(int(answer), "error"), answer
+    def _too_many(self, wait: float) -> Any:
+        headers = {"X-RateLimit-Retry-After": str(math.ceil(wait)),
+                   "X-RateLimit-Limit-Minute": str(self.every),
+                   "X-RateLimit-Remaining-Minute": "0"}  # fmt: skip
+        return jsonify(message="API rate limit exceeded"), 429, headers
+
+    def _failed(self, status: int) -> Any:
+        if status == 404:
+            return jsonify(message="Not Found"), 404
+        return ERRORS.get(status, "error"), status
+
+    def _check(self) -> Any:
         if request.path == "/v2/oauth2/token":
             return None
         header = request.headers.get("Authorization", "")
@@ -277,36 +260,16 @@ class FakeHelpScout:
             return jsonify(message="Unauthorized"), 401
         return None
 
-    def _rate_limit(self) -> Any:
-        if self.every is None:
-            return None
-        now = time.monotonic()
-        cost = 1 if request.method == "GET" else 2
-        if now < self.blocked_until:
-            self.early += 1
-        elif self.served + cost <= self.every:
-            self.served += cost
-            return None
-        else:
-            self.served, self.blocked_until = 0, now + self.retry_after
-            self.windows += 1
-        self.limited += 1
-        wait = str(math.ceil(self.blocked_until - now))
-        headers = {"X-RateLimit-Retry-After": wait, "X-RateLimit-Limit-Minute": str(self.every),
-                   "X-RateLimit-Remaining-Minute": "0"}  # fmt: skip
-        return jsonify(message="API rate limit exceeded"), 429, headers
+    def _logged(self) -> Any:
+        return f"{request.method} {request.full_path}"
 
-    def _after(self, response: Response) -> Response:
+    def _headers(self, response: Response) -> None:
         if response.mimetype == "application/json":
             response.headers["Content-Type"] = "application/hal+json"
         if self.every is not None and response.status_code != 429:
             left = max(0, self.every - self.served)
             response.headers["X-RateLimit-Limit-Minute"] = str(self.every)
             response.headers["X-RateLimit-Remaining-Minute"] = str(left)
-        if g.get("truncate"):
-            data = response.get_data()
-            response.set_data(data[: len(data) // 2])
-        return response
 
     def _token(self) -> Any:
         given = {**request.args, **request.form, **(request.get_json(silent=True) or {})}

@@ -38,8 +38,9 @@ import zoneinfo
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 
+from tests.fakes.faults import Faults
 from tests.fakes.scenario import Step, Story
 
 UTC = dt.UTC
@@ -72,7 +73,7 @@ def _platform(*messages: str, status: int) -> Any:
     return jsonify(errorMessages=list(messages), errors={}), status
 
 
-class FakeJira:
+class FakeJira(Faults):
     def __init__(
         self,
         email: str = "bot@acme.test",
@@ -99,14 +100,11 @@ class FakeJira:
         self.feedback: dict[int, dict[str, Any]] = {}
         self.channels: dict[int, str] = {}
         self.deleted: set[int] = set()
+        super().__init__()
         self._issue_ids = itertools.count(10_001)
         self._numbers = itertools.count(1)
         self._event_ids = itertools.count(100_001)
-        self.faults: list[tuple[str, list[int | str]]] = []
-        self.every: int | None = None
-        self.retry_after, self.limit_status = 1, 429
-        self.served, self.blocked_until = 0, 0.0
-        self.early = self.limited = self.windows = 0
+        self.limit_status = 429
         self.stuck = False  # isLast never true: an empty last page repeats its token
         self.log: list[str] = []
         self.lock = threading.Lock()
@@ -280,25 +278,16 @@ class FakeJira:
 
     # -- faults --------------------------------------------------------------------------
 
-    def fail(self, path: str, *answers: int | str) -> None:
-        """The next requests whose path contains ``path`` get these answers: an HTTP
-        status, or "truncate" (the real answer, cut in half)."""
-        self.faults.append((path, list(answers)))
-
     def limit(self, every: int, retry_after: int = 1, status: int = 429) -> None:
         """Allow ``every`` requests per window; then ``status`` with Retry-After until the
         window has passed."""
-        self.every, self.retry_after, self.limit_status = every, retry_after, status
-
-    def revoke(self) -> None:
-        self.credentials = set()
+        super().limit(every, retry_after)
+        self.limit_status = status
 
     # -- the API -------------------------------------------------------------------------
 
     def _build(self) -> Flask:
-        app = Flask("fake-jira")
-        app.before_request(self._before)
-        app.after_request(self._after)
+        app = self._flask("fake-jira")
         app.add_url_rule("/rest/api/3/search/jql", view_func=self._search,
                          methods=["GET", "POST"])  # fmt: skip
         for version in ("2", "3"):
@@ -316,54 +305,29 @@ class FakeJira:
         app.register_error_handler(404, lambda _: _platform("Not found", status=404))
         return app
 
-    def _before(self) -> Any:
-        with self.lock:
-            self.log.append(request.full_path)
-            limited = self._rate_limit()
-            if limited is not None:
-                return limited
-            for path, answers in self.faults:
-                if path in request.full_path and answers:
-                    answer = answers.pop(0)
-                    if answer == "truncate":
-                        g.truncate = True
-                        break
-                    if answer == 404:
-                        return _platform(*NOT_FOUND, status=404)
-                    return ERRORS.get(int(answer), "error"), answer
-        if request.headers.get("Authorization") not in self.credentials:
-            return _platform("You are not authenticated. Authentication required to perform "
-                             "this operation.", status=401)  # fmt: skip
-        return None
-
-    def _rate_limit(self) -> Any:
-        if self.every is None:
-            return None
-        now = time.monotonic()
-        if now < self.blocked_until:
-            self.early += 1
-        elif self.served < self.every:
-            self.served += 1
-            return None
-        else:
-            self.served, self.blocked_until = 0, now + self.retry_after
-            self.windows += 1
-        self.limited += 1
+    def _too_many(self, wait: float) -> Any:
         reset = dt.datetime.now(UTC) + dt.timedelta(seconds=self.retry_after + 60)
-        headers = {"Retry-After": str(math.ceil(self.blocked_until - now)),
+        headers = {"Retry-After": str(math.ceil(wait)),
                    "X-RateLimit-Limit": str(self.every), "X-RateLimit-Remaining": "0",
                    "X-RateLimit-Reset": reset.strftime("%Y-%m-%dT%H:%MZ"),
                    "RateLimit-Reason": "jira-burst-based"}  # fmt: skip
         return "", self.limit_status, headers
 
-    def _after(self, response: Response) -> Response:
+    def _failed(self, status: int) -> Any:
+        if status == 404:
+            return _platform(*NOT_FOUND, status=404)
+        return ERRORS.get(status, "error"), status
+
+    def _check(self) -> Any:
+        if request.headers.get("Authorization") not in self.credentials:
+            return _platform("You are not authenticated. Authentication required to perform "
+                             "this operation.", status=401)  # fmt: skip
+        return None
+
+    def _headers(self, response: Response) -> None:
         if response.status_code < 400:
             response.headers["X-RateLimit-Limit"] = "100"
             response.headers["X-RateLimit-Remaining"] = "99"
-        if g.get("truncate"):
-            data = response.get_data()
-            response.set_data(data[: len(data) // 2])
-        return response
 
     def _gone(self) -> Any:
         return _platform(GONE, status=410)

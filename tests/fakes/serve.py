@@ -1,11 +1,12 @@
-"""Serving a fake remote API over real HTTP on loopback, in a thread."""
+"""Serving a fake remote API over real HTTP on loopback, in a thread: one app, or a
+test module's fakes one after the other on one port (:func:`fake_server`)."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from werkzeug.serving import make_server
 
@@ -21,3 +22,37 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         server.shutdown()
         thread.join(5)
+
+
+class Fake(Protocol):
+    app: Any
+
+
+F = TypeVar("F", bound=Fake)
+
+
+class FakeServer:
+    """One loopback server a test module shares, answering as the fake each test put on
+    it last (a fresh fake a test, one port for them all)."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.fake: Fake | None = None
+
+    def serve(self, fake: F) -> F:
+        """From now on ``fake`` answers; it is returned."""
+        self.fake = fake
+        return fake
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        assert self.fake is not None, "no fake served yet"
+        return self.fake.app(environ, start_response)
+
+
+@contextlib.contextmanager
+def fake_server() -> Iterator[FakeServer]:
+    """A :class:`FakeServer` on a free loopback port, for the ``with`` block."""
+    server = FakeServer()
+    with serving(server) as url:
+        server.url = url
+        yield server

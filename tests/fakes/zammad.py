@@ -34,12 +34,12 @@ import datetime as dt
 import itertools
 import math
 import threading
-import time
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 
+from tests.fakes.faults import Faults
 from tests.fakes.scenario import Story
 
 UTC = dt.UTC
@@ -72,8 +72,9 @@ def _error(message: str, status: int, headers: dict[str, str] | None = None) -> 
     return jsonify(error=message, error_human=message), status, headers or {}
 
 
-class FakeZammad:
+class FakeZammad(Faults):
     def __init__(self, token: str = "zm-token", version: int = 6) -> None:
+        super().__init__()
         self.token = token
         self.credentials = {f"Token token={token}"}
         self.version = version
@@ -90,11 +91,6 @@ class FakeZammad:
         self._history_ids = itertools.count(1)
         self._user_ids = itertools.count(2)
         self._group_ids = itertools.count(1)
-        self.faults: list[tuple[str, list[int | str]]] = []
-        self.every: int | None = None
-        self.retry_after = 1
-        self.served, self.blocked_until = 0, 0.0
-        self.early = self.limited = self.windows = 0
         self.repeat = False  # the search answers page 1 whatever page is asked
         self.log: list[tuple[str, str, Any]] = []  # (method, full path, JSON body)
         self.lock = threading.Lock()
@@ -325,24 +321,10 @@ class FakeZammad:
 
     # -- faults --------------------------------------------------------------------------
 
-    def fail(self, path: str, *answers: int | str) -> None:
-        """The next requests whose path contains ``path`` get these answers: an HTTP
-        status, "truncate" (the real answer, cut in half) or "pass" (the real answer)."""
-        self.faults.append((path, list(answers)))
-
-    def limit(self, every: int, retry_after: int = 1) -> None:
-        """Allow ``every`` requests per window; then 429 with Retry-After until it passed."""
-        self.every, self.retry_after = every, retry_after
-
-    def revoke(self) -> None:
-        self.credentials = set()
-
     # -- the API -------------------------------------------------------------------------
 
     def _build(self) -> Flask:
-        app = Flask("fake-zammad")
-        app.before_request(self._before)
-        app.after_request(self._after)
+        app = self._flask("fake-zammad")
         app.add_url_rule("/api/v1/tickets/search", view_func=self._search,
                          methods=["GET", "POST"])  # fmt: skip
         app.add_url_rule("/api/v1/tickets/<int:tid>", view_func=self._ticket)
@@ -356,51 +338,27 @@ class FakeZammad:
         )
         return app
 
-    def _before(self) -> Any:
-        with self.lock:
-            self.log.append((request.method, request.full_path, request.get_json(silent=True)))
-            limited = self._rate_limit()
-            if limited is not None:
-                return limited
-            for path, answers in self.faults:
-                if path in request.full_path and answers:
-                    answer = answers.pop(0)
-                    if answer == "pass":
-                        break
-                    if answer == "truncate":
-                        g.truncate = True
-                        break
-                    message = ERRORS.get(int(answer))
-                    if message is None:
-                        return f"<html><body>{answer}</body></html>", answer
-                    return _error(message, int(answer))
+    def _logged(self) -> Any:
+        return request.method, request.full_path, request.get_json(silent=True)
+
+    def _too_many(self, wait: float) -> Any:
+        headers = {"Retry-After": str(math.ceil(wait)), "Content-Type": "text/plain"}
+        return Response("Retry later\n", 429, headers)
+
+    def _failed(self, status: int) -> Any:
+        message = ERRORS.get(status)
+        if message is None:
+            return f"<html><body>{status}</body></html>", status
+        return _error(message, status)
+
+    def _check(self) -> Any:
         if request.headers.get("Authorization") not in self.credentials:
             return _error("Invalid token!", 401, {"X-Failure": "Invalid token!"})
         return None
 
-    def _rate_limit(self) -> Any:
-        if self.every is None:
-            return None
-        now = time.monotonic()
-        if now < self.blocked_until:
-            self.early += 1
-        elif self.served < self.every:
-            self.served += 1
-            return None
-        else:
-            self.served, self.blocked_until = 0, now + self.retry_after
-            self.windows += 1
-        self.limited += 1
-        wait = str(math.ceil(self.blocked_until - now))
-        return Response("Retry later\n", 429, {"Retry-After": wait, "Content-Type": "text/plain"})
-
-    def _after(self, response: Response) -> Response:
+    def _headers(self, response: Response) -> None:
         response.headers["X-Request-Id"] = "0c1f4a9e-5b2d-4c3e-9f10-2a7d8e6b4c11"
         response.headers["X-Runtime"] = "0.031"
-        if g.get("truncate"):
-            data = response.get_data()
-            response.set_data(data[: len(data) // 2])
-        return response
 
     def _params(self) -> dict[str, Any]:
         params: dict[str, Any] = dict(request.args)

@@ -33,6 +33,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 
+from tests.fakes.faults import Faults
 from tests.fakes.scenario import Step, Story
 
 UTC = dt.UTC
@@ -64,7 +65,7 @@ def _decode(cursor: str) -> str:
     return base64.urlsafe_b64decode(cursor.encode()).decode()
 
 
-class FakeZendesk:
+class FakeZendesk(Faults):
     def __init__(
         self,
         email: str = "bot@acme.test",
@@ -72,6 +73,7 @@ class FakeZendesk:
         oauth_token: str = "zd-oauth-token",
         clock: Callable[[], float] = time.time,  # for start_time's "one minute in the past"
     ) -> None:
+        super().__init__()
         basic = base64.b64encode(f"{email}/token:{token}".encode()).decode()
         self.credentials = {f"Basic {basic}", f"Bearer {oauth_token}"}
         self.clock = clock
@@ -84,11 +86,6 @@ class FakeZendesk:
         self._ids = itertools.count(360_000_001)  # users, groups, triggers
         self._event_ids = itertools.count(28_835_719_459_732)  # audits and their events
         self._updates = itertools.count(1)
-        self.faults: list[tuple[str, list[int | str]]] = []
-        self.every: int | None = None  # requests per rate-limit window
-        self.retry_after, self.budget_headers = 1, False
-        self.served, self.blocked_until = 0, 0.0
-        self.early = self.limited = self.windows = 0
         self.stuck = False  # an empty export page repeats its cursor, end_of_stream false
         self.log: list[str] = []
         self.lock = threading.Lock()
@@ -303,26 +300,17 @@ class FakeZendesk:
 
     # -- faults --------------------------------------------------------------------------
 
-    def fail(self, path: str, *answers: int | str) -> None:
-        """The next requests whose path contains ``path`` get these answers: an HTTP
-        status, or "truncate" (the real answer, cut in half)."""
-        self.faults.append((path, list(answers)))
-
     def limit(self, every: int, retry_after: int = 1, budget_headers: bool = False) -> None:
         """Allow ``every`` requests per window; then 429 with Retry-After until the window
         has passed. ``budget_headers``: the answer that spends the budget says so
         (``ratelimit-remaining: 0``, ``ratelimit-reset``), so a client can wait at once."""
-        self.every, self.retry_after, self.budget_headers = every, retry_after, budget_headers
-
-    def revoke(self) -> None:
-        self.credentials = set()
+        super().limit(every, retry_after)
+        self.budget_headers = budget_headers
 
     # -- the API -------------------------------------------------------------------------
 
     def _build(self) -> Flask:
-        app = Flask("fake-zendesk")
-        app.before_request(self._before)
-        app.after_request(self._after)
+        app = self._flask("fake-zendesk")
         for rule, view in (
             ("/api/v2/incremental/tickets/cursor", self._export),
             ("/api/v2/tickets/<int:tid>/audits", self._ticket_audits),
@@ -336,58 +324,26 @@ class FakeZendesk:
             error="InvalidEndpoint", description="Not found"), 404))  # fmt: skip
         return app
 
-    def _before(self) -> Any:
-        with self.lock:
-            self.log.append(request.full_path)
-            limited = self._rate_limit()
-            if limited is not None:
-                return limited
-            for path, answers in self.faults:
-                if path in request.full_path and answers:
-                    answer = answers.pop(0)
-                    if answer == "truncate":
-                        g.truncate = True
-                        break
-                    body = ERRORS.get(int(answer), "error")
-                    return (jsonify(body), answer) if isinstance(body, dict) else (body, answer)
+    def _too_many(self, wait: float) -> Any:
+        return jsonify(LIMITED), 429, {"Retry-After": str(math.ceil(wait))}
+
+    def _failed(self, status: int) -> Any:
+        body = ERRORS.get(status, "error")
+        return (jsonify(body), status) if isinstance(body, dict) else (body, status)
+
+    def _check(self) -> Any:
         if request.headers.get("Authorization") not in self.credentials:
             headers = {"WWW-Authenticate": 'Basic realm="Web Password"'}
             return jsonify(error="Couldn't authenticate you"), 401, headers
         return None
 
-    def _rate_limit(self) -> Any:
-        if self.every is None:
-            return None
-        now = time.monotonic()
-        if now < self.blocked_until:
-            self.early += 1
-        elif self.served < self.every:
-            self.served += 1
-            if self.budget_headers and self.served == self.every:
-                self._block(now)
-                g.budget_spent = True
-            return None
-        else:
-            self._block(now)
-        self.limited += 1
-        wait = str(math.ceil(self.blocked_until - now))
-        return jsonify(LIMITED), 429, {"Retry-After": wait}
-
-    def _block(self, now: float) -> None:
-        self.served, self.blocked_until = 0, now + self.retry_after
-        self.windows += 1
-
-    def _after(self, response: Response) -> Response:
+    def _headers(self, response: Response) -> None:
         response.headers["X-Rate-Limit"] = "700"
         response.headers["X-Rate-Limit-Remaining"] = "699"
         if g.get("budget_spent"):
             response.headers["ratelimit-limit"] = str(self.every)
             response.headers["ratelimit-remaining"] = "0"
             response.headers["ratelimit-reset"] = str(self.retry_after)
-        if g.get("truncate"):
-            data = response.get_data()
-            response.set_data(data[: len(data) // 2])
-        return response
 
     def _export(self) -> Any:
         per_page = request.args.get("per_page", 1000, type=int)
