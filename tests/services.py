@@ -4,6 +4,7 @@ Request Tracker 5, Alertmanager and Dovecot IMAP."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import shutil
 import socket
@@ -64,6 +65,7 @@ def postgres() -> Iterator[str]:
 
 
 RT_HOME = Path("/usr/share/request-tracker5")
+FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 RT_PASSWORD = "rtpass123"  # root's, and the test users' (throwaway instance on loopback)
 RT_SITE_CONFIG = """Set($rtname, 'sla-test');
 Set($Organization, 'example.test');
@@ -139,19 +141,36 @@ class RequestTracker:
     spare: str
     password: str
     env: dict[str, str]
+    faketime_file: Path | None = None
 
     def revoke(self, token: str) -> None:
         """Delete an API token (as an admin would in RT's web UI)."""
         subprocess.run(["perl", "-e", RT_REVOKE, token], env=self.env, check=True,
                        capture_output=True, timeout=60)  # fmt: skip
 
+    def set_clock(self, when: dt.datetime | None) -> None:
+        """Stop RT's clock at ``when`` (aware), or give it the real time again (None).
+        Only for a server started with ``faketime_file``; it reads the file on every call."""
+        if self.faketime_file is None:
+            raise RuntimeError("this RT was started without faketime_file")
+        if when is None:
+            self.faketime_file.unlink(missing_ok=True)
+        else:
+            stamp = f"{when.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}\n"
+            self.faketime_file.write_text(stamp)
+
 
 @contextlib.contextmanager
-def request_tracker(timezone: str = "UTC", deadline: float = 60.0) -> Iterator[RequestTracker]:
+def request_tracker(
+    timezone: str = "UTC", deadline: float = 60.0, faketime_file: Path | None = None
+) -> Iterator[RequestTracker]:
     """Request Tracker 5 (Debian's rt5-standalone) on a free loopback port with its own
     config and SQLite database in a temp dir (REAL-COMPONENTS.md §4); Debian's
     /etc/request-tracker5 is not read. ``timezone`` is RT's ``$Timezone`` (TicketSQL dates
-    without a zone are read in it). Stopped and removed afterwards."""
+    without a zone are read in it). With ``faketime_file`` the server runs under libfaketime
+    reading that file on every clock call: while it holds an absolute ``YYYY-MM-DD hh:mm:ss``
+    (UTC) RT's clock stands still at that instant; while it is absent RT keeps the real
+    time. Stopped and removed afterwards."""
     server = RT_HOME / "libexec" / "rt-server"
     if not server.exists():
         raise RuntimeError("Request Tracker 5 is not installed: run scripts/system-deps.sh")
@@ -178,13 +197,20 @@ def request_tracker(timezone: str = "UTC", deadline: float = 60.0) -> Iterator[R
             ["perl", "-e", RT_SETUP, RT_PASSWORD],
             env=env, check=True, capture_output=True, text=True, timeout=deadline,
         ).stdout.split()  # fmt: skip
+        served = env
+        if faketime_file is not None:
+            if not FAKETIME.exists():
+                raise RuntimeError("libfaketime is not installed: run scripts/system-deps.sh")
+            served = {**env, "LD_PRELOAD": str(FAKETIME), "TZ": "UTC",  # the file's times are UTC
+                      "FAKETIME_TIMESTAMP_FILE": str(faketime_file),
+                      "FAKETIME_NO_CACHE": "1"}  # fmt: skip
         with open(base / "rt-server.log", "wb") as log:
             process = subprocess.Popen(
                 [str(server), "--host", "127.0.0.1", "--port", str(port)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=served, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         _wait_for_rt(url, process, base / "rt-server.log", deadline)
-        yield RequestTracker(url, token, spare, RT_PASSWORD, env)
+        yield RequestTracker(url, token, spare, RT_PASSWORD, env, faketime_file)
     finally:
         if process is not None:
             process.terminate()  # the Starlet master takes its workers with it
@@ -194,6 +220,8 @@ def request_tracker(timezone: str = "UTC", deadline: float = 60.0) -> Iterator[R
                 process.kill()
                 process.wait()
         shutil.rmtree(base, ignore_errors=True)
+        if faketime_file is not None:
+            faketime_file.unlink(missing_ok=True)
 
 
 def _wait_for_rt(url: str, process: subprocess.Popen[bytes], log: Path, deadline: float) -> None:

@@ -456,37 +456,45 @@ class Clock:
         return self.now
 
 
-def test_the_scenario_yields_the_engines_clocks(tmp_path: Path):
-    fake = FakeFreshdesk(now=T0 - dt.timedelta(hours=1))
+def tell_story(fake: FakeFreshdesk, url: str, tmp_path: Path) -> tuple[Any, dict[str, int]]:
+    """The scenario loaded into ``fake`` (served at ``url``, its clock before the story) and
+    played into a real monitor, which syncs after every instant of it and at ``END``.
+    Returns the app and each story's ticket id."""
     ids = fake.load(scenario.STORIES)
     assert [(s.story, s.step) for s in fake.skipped] == EXCLUDED
-    ruleset = rules.load_rules(scenario.RULES)
     clock = Clock(fake.now)
+    config = {
+        "database": f"sqlite:///{tmp_path / 'slamon.db'}",
+        **scenario.RULES,
+        "connectors": [{"name": "fd", "type": "freshdesk", "url": url, "api_key": API_KEY,
+                        "start": START.isoformat(), "webhook_secret": "hook"}],
+    }  # fmt: skip
+    path = tmp_path / "slamon.yaml"
+    path.write_text(json.dumps(config))
+    loaded = load_config(path, now=T0)
+    connector = FreshdeskConnector("fd", loaded.connectors[0].options())
+    app = create_app(loaded, clock=clock, connectors={"fd": connector})
+    upgrade(app)
+    register_connectors(app)
+    scheduler = app.extensions["slamon"].scheduler
+    # slamon polls every minute (and on webhooks); the story's steps are minutes
+    # apart, so a sync after each instant is what production sees. It matters here:
+    # API v2 keeps no field history, only the current status and the latest instant
+    # of each kind of transition (see connectors/freshdesk_history.py).
+    for when in [*fake.instants(), END]:
+        fake.play(when)
+        clock.now = when
+        if not scheduler.sync_once("fd"):
+            with app.app_context():
+                pytest.fail(db.session.get(ConnectorState, "fd").last_error)
+    return app, ids
+
+
+def test_the_scenario_yields_the_engines_clocks(tmp_path: Path):
+    fake = FakeFreshdesk(now=T0 - dt.timedelta(hours=1))
+    ruleset = rules.load_rules(scenario.RULES)
     with fake.serving() as url:
-        config = {
-            "database": f"sqlite:///{tmp_path / 'slamon.db'}",
-            **scenario.RULES,
-            "connectors": [{"name": "fd", "type": "freshdesk", "url": url, "api_key": API_KEY,
-                            "start": START.isoformat(), "webhook_secret": "hook"}],
-        }  # fmt: skip
-        path = tmp_path / "slamon.yaml"
-        path.write_text(json.dumps(config))
-        loaded = load_config(path, now=T0)
-        connector = FreshdeskConnector("fd", loaded.connectors[0].options())
-        app = create_app(loaded, clock=clock, connectors={"fd": connector})
-        upgrade(app)
-        register_connectors(app)
-        scheduler = app.extensions["slamon"].scheduler
-        # slamon polls every minute (and on webhooks); the story's steps are minutes
-        # apart, so a sync after each instant is what production sees. It matters here:
-        # API v2 keeps no field history, only the current status and the latest instant
-        # of each kind of transition (see connectors/freshdesk_history.py).
-        for when in [*fake.instants(), END]:
-            fake.play(when)
-            clock.now = when
-            if not scheduler.sync_once("fd"):
-                with app.app_context():
-                    pytest.fail(db.session.get(ConnectorState, "fd").last_error)
+        app, ids = tell_story(fake, url, tmp_path)
         web = app.test_client()
         assert web.post("/api/v1/webhooks/fd", data=b"{}").status_code == 401
         good = web.post("/api/v1/webhooks/fd", data=b"{}", headers=basic("hook", "X"))

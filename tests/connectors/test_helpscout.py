@@ -446,11 +446,18 @@ def test_the_config_builds_this_connector(tmp_path, url):
     assert built.mailbox_filter == ["Support", "7"] and built.start == NOW - dt.timedelta(days=30)
 
 
-def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
+def tell_story(fake: FakeHelpScout, url: str, tmp_path: Path) -> tuple[Any, dict[str, int]]:
+    """The scenario loaded into the served fake (two conversations a page) and synced once
+    into a real monitor whose clock is ``NOW``. Returns the app and each story's id."""
     ids = fake.load(STORIES)
     fake.page_size = 2
     app = monitor_app(tmp_path, url, connect(url, webhook_secret=SECRET))
     assert app.extensions["slamon"].scheduler.sync_once("hs")
+    return app, ids
+
+
+def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
+    app, ids = tell_story(fake, url, tmp_path)
     with app.app_context():
         for story in STORIES:
             ticket = db.session.scalars(

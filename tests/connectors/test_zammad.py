@@ -447,13 +447,20 @@ def engine_rows(events: list[Event]) -> list[tuple[Any, ...]]:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("fake", [5, 6], ids=["zammad5-assets", "zammad6-array"], indirect=True)
-def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
+def tell_story(fake: FakeZammad, url: str, tmp_path: Path) -> tuple[Any, dict[str, int]]:
+    """The scenario loaded into the served fake and synced once into a real monitor whose
+    clock is ``NOW``. Returns the app and each story's ticket id."""
     ids = fake.load(STORIES)
     given = {"url": url, "token": TOKEN, "start": START, "webhook_secret": SECRET, **SITE}
     connector = ZammadConnector("zm", given, clock=lambda: NOW, per_page=2)
     app = monitor_app(tmp_path, url, connector)
     assert app.extensions["slamon"].scheduler.sync_once("zm")
+    return app, ids
+
+
+@pytest.mark.parametrize("fake", [5, 6], ids=["zammad5-assets", "zammad6-array"], indirect=True)
+def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
+    app, ids = tell_story(fake, url, tmp_path)
     with app.app_context():
         for story in STORIES:
             ticket = db.session.scalars(

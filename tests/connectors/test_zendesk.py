@@ -374,10 +374,17 @@ def monitor_app(tmp_path: Path, url: str, connector: ZendeskConnector) -> Any:
     return app
 
 
-def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
+def tell_story(fake: FakeZendesk, url: str, tmp_path: Path) -> tuple[Any, dict[str, int]]:
+    """The scenario loaded into the served fake and synced once into a real monitor whose
+    clock is ``NOW``. Returns the app and each story's ticket id."""
     ids = fake.load(STORIES)
     app = monitor_app(tmp_path, url, connect(url, per_page=2, webhook_secret=DOC_SECRET))
     assert app.extensions["slamon"].scheduler.sync_once("zd")
+    return app, ids
+
+
+def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
+    app, ids = tell_story(fake, url, tmp_path)
     with app.app_context():
         for story in STORIES:
             ticket = db.session.scalars(
