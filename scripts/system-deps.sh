@@ -12,7 +12,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 [ -x /usr/share/request-tracker5/libexec/rt-server ] || need+=(request-tracker5 rt5-db-sqlite rt5-standalone)
 command -v dovecot >/dev/null 2>&1 || need+=(dovecot-core dovecot-imapd)
-[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)  # RT told at a story's own instants
+compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || need+=(faketime)  # RT told at a story's own instants
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -65,7 +65,7 @@ def postgres() -> Iterator[str]:
 
 
 RT_HOME = Path("/usr/share/request-tracker5")
-FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+FAKETIME = next(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"), Path("libfaketime.so.1"))
 RT_PASSWORD = "rtpass123"  # root's, and the test users' (throwaway instance on loopback)
 RT_SITE_CONFIG = """Set($rtname, 'sla-test');
 Set($Organization, 'example.test');
