@@ -174,7 +174,7 @@ class FreshdeskConnector(Connector):
         response = http.request("GET", f"tickets/{ticket_id}", params={"include": "stats"})
         if response.status_code == 404:
             return None
-        ticket = _decode(response, f"tickets/{ticket_id}")
+        ticket = http.decode(response, f"tickets/{ticket_id}")
         if not isinstance(ticket, dict) or instant(ticket.get("updated_at")) is None:
             raise RetriableError(f"freshdesk: /api/v2/tickets/{ticket_id} is not a ticket")
         removed: Removal | None = (
@@ -250,7 +250,7 @@ class FreshdeskConnector(Connector):
                 if missing_ok:
                     return
                 raise RetriableError(f"freshdesk: /api/v2/{path} answered 404")
-            body = _decode(response, path)
+            body = http.decode(response, path)
             if not isinstance(body, list):
                 raise RetriableError(f"freshdesk: /api/v2/{path} did not answer a list")
             more = "next" in response.links
@@ -290,7 +290,7 @@ class FreshdeskConnector(Connector):
         account.groups = {g["id"]: str(g.get("name") or g["id"]) for g in groups if "id" in g}
         response = http.request("GET", "ticket_fields")
         if response.status_code != 404:
-            account.status_names = status_choices(_decode(response, "ticket_fields"))
+            account.status_names = status_choices(http.decode(response, "ticket_fields"))
         self._loaded_at = now
 
     # -- webhooks ------------------------------------------------------------------------
@@ -319,16 +319,6 @@ class FreshdeskConnector(Connector):
         for candidate in offered:  # compare every one: the time tells nothing
             matched |= bool(candidate) and hmac.compare_digest(candidate.encode(), expected)
         return matched
-
-
-def _decode(response: requests.Response, path: str) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise RetriableError(
-            f"freshdesk: a malformed answer from /api/v2/{path} "
-            f"(HTTP {response.status_code}, {len(response.content)} bytes)"
-        ) from None
 
 
 def _server_time(response: requests.Response) -> dt.datetime:

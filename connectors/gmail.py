@@ -158,7 +158,8 @@ class GmailConnector(Connector):
 
     def _json(self, http: Http, path: str, params: Any = None) -> dict[str, Any]:
         response = self.token.get(http, path, params)
-        return _body(response, path)
+        body: dict[str, Any] = http.decode(response, path, dict)
+        return body
 
     def _http(self, stop: threading.Event) -> Http:
         http = Http(
@@ -281,7 +282,7 @@ class GmailConnector(Connector):
         response = self.token.get(http, path, params, allow=(404,))
         if response.status_code == 404:
             return None
-        message = _body(response, "/messages/{id}")
+        message = http.decode(response, "/messages/{id}", dict)
         try:
             labels = frozenset(str(label) for label in message.get("labelIds") or ())
             received = dt.datetime.fromtimestamp(int(message["internalDate"]) / 1000, dt.UTC)
@@ -311,7 +312,7 @@ class GmailConnector(Connector):
             response = self.token.get(http, path, params, allow=(404,))
             if response.status_code == 404:
                 return None
-            body = _body(response, path)
+            body = http.decode(response, path, dict)
             records, token = body.get("history", []), body.get("nextPageToken")
             if not isinstance(records, list) or not isinstance(body.get("historyId"), str | int):
                 raise RetriableError(f"gmail: a malformed page from {path}")
@@ -400,16 +401,3 @@ def _stub(mid: str, thread: str, at: dt.datetime) -> Mail:
     """A message known only by its ids (a label change): enough to find its thread."""
     return Mail(key=mid, message_id="", parents=(), subject="", sender="", recipients=(),
                 at=at, automatic=False, thread_hint=thread or None)  # fmt: skip
-
-
-def _body(response: requests.Response, path: str) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        raise RetriableError(
-            f"gmail: a malformed answer from {path.split('?')[0]} "
-            f"(HTTP {response.status_code}, {len(response.content)} bytes)"
-        ) from None
-    if not isinstance(body, dict):
-        raise RetriableError(f"gmail: a malformed answer from {path.split('?')[0]}")
-    return body

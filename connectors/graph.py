@@ -144,10 +144,10 @@ class GraphConnector(Connector):
                 raise _Resync(code or "HTTP 410")
             if status == 404:
                 raise FatalError(
-                    f"graph: {http._where(path)} not found (HTTP 404 {code}); "
+                    f"graph: {http.where(path)} not found (HTTP 404 {code}); "
                     "check mailbox and solved_folder"
                 )
-            raise RetriableError(f"graph: HTTP 400 {code} from {http._where(path)}", status=400)
+            raise RetriableError(f"graph: HTTP 400 {code} from {http.where(path)}", status=400)
         return response
 
     def _http(self, stop: threading.Event) -> Http:
@@ -197,7 +197,7 @@ class GraphConnector(Connector):
         for _ in range(MAX_PAGES):
             if path is None:
                 break
-            body = _body(self._get(http, path), "/mailFolders")
+            body = http.decode(self._get(http, path), "/mailFolders", dict)
             folders = body.get("value")
             if not isinstance(folders, list):
                 raise RetriableError("graph: a malformed answer from /mailFolders")
@@ -224,7 +224,7 @@ class GraphConnector(Connector):
             path, params = link, None
         for _ in range(MAX_PAGES):
             response = self._get(http, path, params, prefer=f"odata.maxpagesize={self.page}")
-            body = _body(response, "/messages/delta")
+            body = http.decode(response, "/messages/delta", dict)
             value = body.get("value")
             following, delta = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
             if not isinstance(value, list) or not isinstance(following or delta, str):
@@ -344,16 +344,3 @@ def _code(response: requests.Response) -> str:
         return str(response.json()["error"]["code"])[:60]
     except (ValueError, KeyError, TypeError):
         return ""
-
-
-def _body(response: requests.Response, what: str) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        raise RetriableError(
-            f"graph: a malformed answer from {what} "
-            f"(HTTP {response.status_code}, {len(response.content)} bytes)"
-        ) from None
-    if not isinstance(body, dict):
-        raise RetriableError(f"graph: a malformed answer from {what}")
-    return body

@@ -147,7 +147,7 @@ class HelpscoutConnector(Connector):
         while True:
             query = {**params, "modifiedSince": iso(since - OVERLAP), "page": page}
             response = self._get(http, LIST, query)
-            body, server_now = _page(response, "conversations", LIST), _server_time(response)
+            body, server_now = _page(http, response, "conversations", LIST), _server_time(response)
             changes = []
             for conversation in body["_embedded"]["conversations"]:
                 if not _has_id(conversation):
@@ -178,7 +178,7 @@ class HelpscoutConnector(Connector):
             response = self._get(http, path)
             if response.status_code != 200:  # 301 merged, 404 deleted
                 continue
-            conversation = _page(response, "threads", path)
+            conversation = _page(http, response, "threads", path)
             if not _has_id(conversation):
                 raise RetriableError(f"helpscout: {path} is not a conversation")
             server_now = _server_time(response)
@@ -236,7 +236,7 @@ class HelpscoutConnector(Connector):
                 return None, "merged"
             if response.status_code == 404:
                 return None, "deleted"
-            body = _page(response, "threads", path)
+            body = _page(http, response, "threads", path)
             threads += [t for t in body["_embedded"]["threads"] if isinstance(t, dict)]
             if not _has_next(body):
                 return threads, None
@@ -249,7 +249,7 @@ class HelpscoutConnector(Connector):
             response = self._get(http, "/v2/mailboxes", {"page": page})
             if response.status_code != 200:
                 return names
-            body = _page(response, "mailboxes", "/v2/mailboxes")
+            body = _page(http, response, "mailboxes", "/v2/mailboxes")
             for box in body["_embedded"]["mailboxes"]:
                 if isinstance(box, dict) and box.get("id") is not None:
                     names[str(box["id"])] = str(box.get("name") or box["id"])
@@ -310,15 +310,9 @@ class _Window:
         return {"since": iso(self.since), "seen": seen}
 
 
-def _page(response: requests.Response, key: str, path: str) -> dict[str, Any]:
+def _page(http: Http, response: requests.Response, key: str, path: str) -> dict[str, Any]:
     """A HAL page; an empty one has no ``_embedded`` (it is given an empty list here)."""
-    try:
-        body = response.json()
-    except ValueError:
-        raise RetriableError(
-            f"helpscout: a malformed answer from {path} "
-            f"(HTTP {response.status_code}, {len(response.content)} bytes)"
-        ) from None
+    body = http.decode(response, path)
     if not isinstance(body, dict) or response.status_code != 200:
         raise RetriableError(f"helpscout: {path} answered HTTP {response.status_code}")
     embedded = body.get("_embedded")

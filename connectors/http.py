@@ -39,6 +39,13 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def holding_list(source: str, data: Any, key: str, path: str) -> dict[str, Any]:
+    """``data`` when it is a JSON object whose ``key`` is a list, else a RetriableError."""
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise RetriableError(f"{source}: {path} answered without a {key!r} list")
+    return data
+
+
 class Http:
     """A connector's HTTP session. ``stop`` ends every wait early (shutdown)."""
 
@@ -84,14 +91,25 @@ class Http:
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """The decoded JSON body of a successful answer (a malformed body is retried)."""
-        response = self.request(method, path, **kwargs)
+        return self.decode(self.request(method, path, **kwargs), path)
+
+    def decode(self, response: requests.Response, path: str, expect: type | None = None) -> Any:
+        """An answer's JSON body; a body that is not JSON (a truncated page, a proxy's
+        error page), or not of the ``expect``-ed type, is a :class:`RetriableError`, so the
+        cursor stays before it and the next poll reads it again."""
         try:
-            return response.json()
+            body = response.json()
         except (ValueError, json.JSONDecodeError):
             raise RetriableError(
-                f"{self.source}: a malformed answer from {self._where(path)} "
+                f"{self.source}: a malformed answer from {self.where(path)} "
                 f"(HTTP {response.status_code}, {len(response.content)} bytes)"
             ) from None
+        if expect is not None and not isinstance(body, expect):
+            raise RetriableError(
+                f"{self.source}: a malformed answer from {self.where(path)} "
+                f"(a JSON {type(body).__name__}, not a {expect.__name__})"
+            )
+        return body
 
     def get(self, path: str, **params: Any) -> Any:
         return self.json("GET", path, params=params or None)
@@ -109,7 +127,7 @@ class Http:
                 response = self.session.request(method, url, timeout=self.timeout, **kwargs)
             except requests.RequestException as exc:
                 failures += 1
-                problem = f"{type(exc).__name__} on {self._where(path)}"
+                problem = f"{type(exc).__name__} on {self.where(path)}"
                 self._back_off(failures, problem)
                 continue
             status = response.status_code
@@ -126,23 +144,23 @@ class Http:
                 continue
             if status >= 500:
                 failures += 1
-                self._back_off(failures, f"HTTP {status} from {self._where(path)}")
+                self._back_off(failures, f"HTTP {status} from {self.where(path)}")
                 continue
             if status in (401, 403):
                 raise FatalError(
-                    f"{self.source}: {self._where(path)} refused the credentials (HTTP {status}); "
+                    f"{self.source}: {self.where(path)} refused the credentials (HTTP {status}); "
                     "check the token and its permissions"
                 )
             if status >= 400 and status != 404:
                 raise RetriableError(
-                    f"{self.source}: HTTP {status} from {self._where(path)}: "
+                    f"{self.source}: HTTP {status} from {self.where(path)}: "
                     f"{self.scrub(response.text[:300])}",
                     status=status,
                 )
             self._respect_budget(response.headers, path)
             return response
 
-    def _where(self, path: str) -> str:
+    def where(self, path: str) -> str:
         """The path without query string (which may hold a secret) for messages."""
         return self.scrub(self.url(path).split("?")[0].removeprefix(self.base_url) or "/")
 
@@ -158,7 +176,7 @@ class Http:
     def _pause(self, seconds: float, path: str) -> None:
         if seconds > LONGEST_WAIT:
             raise RetriableError(
-                f"{self.source}: rate limited on {self._where(path)} for {seconds:.0f} s",
+                f"{self.source}: rate limited on {self.where(path)} for {seconds:.0f} s",
                 retry_after=seconds,
             )
         if self.wait(seconds):

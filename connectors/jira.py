@@ -51,7 +51,7 @@ from connectors.base import (
     register,
     utc_now,
 )
-from connectors.http import Http
+from connectors.http import Http, holding_list
 from connectors.jira_mapping import (
     PARTICIPANTS_FIELD,
     REQUEST_TYPE_FIELD,
@@ -170,7 +170,7 @@ class JiraConnector(Connector):
                     f"jira: {self.base} has no {SEARCH} (Jira Cloud's enhanced search); "
                     "Data Center sites are not supported"
                 )
-            page = _body(_json(response, SEARCH), "issues", SEARCH)
+            page = _body(http.decode(response, SEARCH), "issues", SEARCH)
             issues = list({str(i["id"]): i for i in page["issues"] if _is_issue(i)}.values())
             fresh = [i for i in issues if seen.get(str(i["id"])) != _updated(i).isoformat()]
             changes = self._changes(http, fresh, site)
@@ -214,7 +214,7 @@ class JiraConnector(Connector):
             jql = f"id in ({', '.join(ids[i : i + self.per_page])})"
             params = {"jql": jql, "fields": names, "maxResults": self.per_page}
             page = _body(
-                _json(http.request("GET", SEARCH, params=params), SEARCH), "issues", SEARCH
+                http.decode(http.request("GET", SEARCH, params=params), SEARCH), "issues", SEARCH
             )
             yield from self._changes(http, [x for x in page["issues"] if _is_issue(x)], site)
 
@@ -257,7 +257,7 @@ class JiraConnector(Connector):
             response = http.request("GET", path, params=params)
             if response.status_code == 404:
                 return []
-            body = _body(_json(response, path), key, path)
+            body = _body(http.decode(response, path), key, path)
             got = [item for item in body[key] if isinstance(item, dict)]
             items += got
             total = body.get("total")
@@ -273,7 +273,7 @@ class JiraConnector(Connector):
         response = http.request("GET", path, headers=EXPERIMENTAL)
         if response.status_code == 404:
             return None  # not rated
-        body = _json(response, path)
+        body = http.decode(response, path)
         return body if isinstance(body, dict) else None
 
     def _learn_channels(self, http: Http, ids: list[str]) -> None:
@@ -387,20 +387,8 @@ def _since(cursor: Cursor | None) -> dt.datetime | None:
         return None
 
 
-def _json(response: Any, path: str) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise RetriableError(
-            f"jira: a malformed answer from {path} "
-            f"(HTTP {response.status_code}, {len(response.content)} bytes)"
-        ) from None
-
-
 def _body(data: Any, key: str, path: str) -> dict[str, Any]:
-    if not isinstance(data, dict) or not isinstance(data.get(key), list):
-        raise RetriableError(f"jira: {path} answered without a {key!r} list")
-    return data
+    return holding_list("jira", data, key, path)
 
 
 def _is_issue(item: Any) -> bool:

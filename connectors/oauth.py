@@ -74,7 +74,7 @@ class AccessToken:
     def denied(self, http: Http, path: str, status: int) -> str:
         """The message for an API refusing a fresh token."""
         return (
-            f"{self.source}: {http._where(path)} refused the access token of {self.client} "
+            f"{self.source}: {http.where(path)} refused the access token of {self.client} "
             f"(HTTP {status}); {self.advice}"
         )
 

@@ -175,7 +175,7 @@ class RtConnector(Connector):
         while True:
             params = {"query": query, "fields": "Created,ObjectId", "orderby": "id",
                       "order": "ASC", "per_page": HISTORY_PAGE, "page": page}  # fmt: skip
-            body = _json(http.request("GET", path, params=params), path)
+            body = http.decode(http.request("GET", path, params=params), path)
             items = body.get("items") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise RetriableError(f"rt: {path} answered without a transaction list")
@@ -202,7 +202,7 @@ class RtConnector(Connector):
         if not self.queues:
             return True
         answer = http.request("GET", f"{API}/ticket/{quote(tid)}")
-        body = _json(answer, "/ticket") if answer.status_code != 404 else {}
+        body = http.decode(answer, "/ticket") if answer.status_code != 404 else {}
         qid = ref_id(body.get("Queue")) if isinstance(body, dict) else ""
         if qid and qid not in self._directory.queues:
             self._learn(http, {"Queue": body.get("Queue")}, [])
@@ -238,7 +238,7 @@ class RtConnector(Connector):
             "page": page,
         }
         response = http.request("GET", SEARCH, params=params)
-        body = _json(response, SEARCH)
+        body = http.decode(response, SEARCH)
         if response.status_code == 404 or not isinstance(body, dict):
             raise RetriableError(f"rt: {SEARCH} answered without a ticket list")
         items = body.get("items")
@@ -290,7 +290,7 @@ class RtConnector(Connector):
                     return None
                 # Not RT's own JSON 404: a proxy in front of it lost its way; try again.
                 raise RetriableError(f"rt: {path} answered HTTP 404 that RT did not write")
-            body = _json(response, path)
+            body = http.decode(response, path)
             items = body.get("items") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise RetriableError(f"rt: {path} answered without a transaction list")
@@ -311,7 +311,7 @@ class RtConnector(Connector):
         for name in {user_name(t.get("Creator")) for t in transactions} - {""}:
             if name not in directory.privileged:
                 user = http.request("GET", f"{API}/user/{quote(name, safe='')}")
-                body = _json(user, "/user") if user.status_code != 404 else {}
+                body = http.decode(user, "/user") if user.status_code != 404 else {}
                 flag = body.get("Privileged") if isinstance(body, dict) else None
                 directory.privileged[name] = str(flag) == "1"  # unknown: a customer
         queues = {ref_id(ticket.get("Queue"))}
@@ -323,7 +323,7 @@ class RtConnector(Connector):
         }
         for qid in queues - {"", "0"} - directory.queues.keys():
             answer = http.request("GET", f"{API}/queue/{quote(qid, safe='')}")
-            body = _json(answer, "/queue") if answer.status_code != 404 else {}
+            body = http.decode(answer, "/queue") if answer.status_code != 404 else {}
             named = body.get("Name") if isinstance(body, dict) else None
             directory.queues[qid] = str(named or qid)
         for txid in needs_headers(transactions):
@@ -331,22 +331,12 @@ class RtConnector(Connector):
                 continue
             path = f"{API}/transaction/{quote(txid)}/attachments"
             answer = http.request("GET", path, params={"fields": "Headers"})
-            body = _json(answer, path) if answer.status_code != 404 else {}
+            body = http.decode(answer, path) if answer.status_code != 404 else {}
             items = body.get("items") if isinstance(body, dict) else None
             first = items[0] if isinstance(items, list) and items else {}
             raw = headers_of(first.get("Headers") if isinstance(first, dict) else "")
             keep = ("x-rt-interface", "auto-submitted")
             directory.headers[txid] = {k: v for k, v in raw.items() if k in keep}
-
-
-def _json(response: Any, path: str) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise RetriableError(
-            f"rt: a malformed answer from {path} "
-            f"(HTTP {response.status_code}, {len(response.content)} bytes)"
-        ) from None
 
 
 def _ticket(item: Any) -> bool:

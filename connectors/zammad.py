@@ -292,13 +292,7 @@ def _json_or_none(http: Http, path: str) -> Any:
     response = http.request("GET", path)
     if response.status_code == 404:
         return None
-    try:
-        return response.json()
-    except ValueError:
-        raise RetriableError(
-            f"zammad: a malformed answer from {path} "
-            f"(HTTP {response.status_code}, {len(response.content)} bytes)"
-        ) from None
+    return http.decode(response, path)
 
 
 def _index(http: Http, path: str) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ from connectors.base import (
     register,
     utc_now,
 )
-from connectors.http import Http
+from connectors.http import Http, holding_list
 from connectors.zendesk_mapping import (
     Directory,
     ValueMap,
@@ -253,13 +253,7 @@ def _collect(http: Http, path: str, key: str, base: str) -> list[dict[str, Any]]
         response = http.request("GET", url, params=params)
         if response.status_code == 404:
             return None
-        try:
-            body = _body(response.json(), key, path)
-        except ValueError:
-            raise RetriableError(
-                f"zendesk: a malformed answer from {path} "
-                f"(HTTP {response.status_code}, {len(response.content)} bytes)"
-            ) from None
+        body = _body(http.decode(response, path), key, path)
         if not body[key]:  # an empty last page may still say has_more (zenpy)
             return items
         items += [item for item in body[key] if isinstance(item, dict)]
@@ -281,9 +275,7 @@ def _ours(url: Any, base: str) -> bool:
 
 
 def _body(data: Any, key: str, path: str) -> dict[str, Any]:
-    if not isinstance(data, dict) or not isinstance(data.get(key), list):
-        raise RetriableError(f"zendesk: {path} answered without a {key!r} list")
-    return data
+    return holding_list("zendesk", data, key, path)
 
 
 def _has_id(item: Any) -> bool:
