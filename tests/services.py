@@ -11,9 +11,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PGBIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -22,6 +23,49 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _daemon(
+    name: str,
+    command: list[str],
+    log: Path,
+    ready: Callable[[], bool],
+    deadline: float,
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process with its output in ``log``, waited for until ``ready()`` (or its
+    exit, or ``deadline`` seconds: errors quoting the log's tail), then stopped: SIGTERM,
+    and SIGKILL if it has not gone within 15 s."""
+    with open(log, "ab") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        until = time.monotonic() + deadline
+        while not ready():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited: {_tail(log)}")
+            if time.monotonic() > until:
+                raise RuntimeError(f"{name} not ready within {deadline:.0f} s: {_tail(log)}")
+            time.sleep(0.05)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _answers(url: str, **kwargs: Any) -> bool:
+    """``url`` answers 200 (a readiness probe)."""
+    import requests
+
+    try:
+        return requests.get(url, timeout=2, **kwargs).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def _as_postgres(*args: str) -> list[str]:
@@ -186,7 +230,6 @@ def request_tracker(
     env = {**os.environ, "RT_SITE_CONFIG": str(config),
            "RT_SITE_CONFIG_DIR": str(base / "etc" / "RT_SiteConfig.d")}  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    process: subprocess.Popen[bytes] | None = None
     try:
         subprocess.run(
             ["/usr/sbin/rt-setup-database", "--action", "init", "--skip-create",
@@ -204,42 +247,18 @@ def request_tracker(
             served = {**env, "LD_PRELOAD": str(FAKETIME), "TZ": "UTC",  # the file's times are UTC
                       "FAKETIME_TIMESTAMP_FILE": str(faketime_file),
                       "FAKETIME_NO_CACHE": "1"}  # fmt: skip
-        with open(base / "rt-server.log", "wb") as log:
-            process = subprocess.Popen(
-                [str(server), "--host", "127.0.0.1", "--port", str(port)],
-                env=served, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-        _wait_for_rt(url, process, base / "rt-server.log", deadline)
-        yield RequestTracker(url, token, spare, RT_PASSWORD, env, faketime_file)
-    finally:
-        if process is not None:
-            process.terminate()  # the Starlet master takes its workers with it
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        command = [str(server), "--host", "127.0.0.1", "--port", str(port)]
+        probe = f"{url}/REST/2.0/queues/all"
+
+        def ready() -> bool:
+            return _answers(probe, auth=("root", RT_PASSWORD))
+
+        with _daemon("rt-server", command, base / "rt-server.log", ready, deadline, served):
+            yield RequestTracker(url, token, spare, RT_PASSWORD, env, faketime_file)
+    finally:  # SIGTERM: the Starlet master takes its workers with it
         shutil.rmtree(base, ignore_errors=True)
         if faketime_file is not None:
             faketime_file.unlink(missing_ok=True)
-
-
-def _wait_for_rt(url: str, process: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
-    import requests  # only the RT helper needs it
-
-    until = time.monotonic() + deadline
-    while time.monotonic() < until:
-        if process.poll() is not None:
-            raise RuntimeError(f"rt-server exited: {log.read_text()[-2000:]}")
-        try:
-            answer = requests.get(f"{url}/REST/2.0/queues/all", auth=("root", RT_PASSWORD),
-                                  timeout=5)  # fmt: skip
-            if answer.status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"rt-server not ready within {deadline:.0f} s: {log.read_text()[-2000:]}")
 
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
@@ -251,43 +270,21 @@ def alertmanager(
 ) -> Iterator[str]:
     """Alertmanager (Debian's prometheus-alertmanager) on a loopback port (a free one unless
     ``port`` is given: a restart on the same address) with gossip off and its storage in a
-    fresh temp dir (REAL-COMPONENTS.md §2); yields its base URL. Killed and removed after."""
-    import urllib.request
-
+    fresh temp dir (REAL-COMPONENTS.md §2); yields its base URL. Stopped and removed after."""
     if not ALERTMANAGER.exists():
         raise RuntimeError("Alertmanager is not installed: run scripts/system-deps.sh")
     base = Path(tempfile.mkdtemp(prefix="slamon-am-"))
     (base / "alertmanager.yml").write_text(config_yaml)
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    process: subprocess.Popen[bytes] | None = None
+    command = [str(ALERTMANAGER), f"--config.file={base / 'alertmanager.yml'}",
+               f"--storage.path={base / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+               "--cluster.listen-address="]  # fmt: skip
     try:
-        with open(base / "alertmanager.log", "wb") as log:
-            process = subprocess.Popen(
-                [str(ALERTMANAGER), f"--config.file={base / 'alertmanager.yml'}",
-                 f"--storage.path={base / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-                 "--cluster.listen-address="],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-        until = time.monotonic() + deadline
-        while True:
-            if process.poll() is not None:
-                output = (base / "alertmanager.log").read_text()
-                raise RuntimeError(f"alertmanager exited: {output[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > until:
-                raise RuntimeError(f"alertmanager not ready within {deadline:.0f} s")
-            time.sleep(0.05)
-        yield url
+        with _daemon("alertmanager", command, base / "alertmanager.log",
+                     lambda: _answers(f"{url}/-/ready"), deadline):  # fmt: skip
+            yield url
     finally:
-        if process is not None:
-            process.kill()
-            process.wait()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -398,30 +395,11 @@ def dovecot(tmp: Path | None = None, deadline: float = 30.0) -> Iterator[Dovecot
     if not root:
         config += DOVECOT_UNPRIVILEGED.format(user=user, group=group)
     account.config.write_text(config)
-    process: subprocess.Popen[bytes] | None = None
+    command = [str(DOVECOT), "-F", "-c", str(account.config)]
     try:
-        with open(base / "dovecot.stdout", "wb") as log:
-            process = subprocess.Popen(
-                [str(DOVECOT), "-F", "-c", str(account.config)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-        until = time.monotonic() + deadline
-        while not _imap_ready(port):
-            if process.poll() is not None:
-                output = (base / "dovecot.stdout").read_text() + _tail(base / "dovecot.log")
-                raise RuntimeError(f"dovecot exited: {output[-2000:]}")
-            if time.monotonic() > until:
-                raise RuntimeError(f"dovecot not ready within {deadline:.0f} s")
-            time.sleep(0.05)
-        yield account
+        with _daemon("dovecot", command, base / "dovecot.log", lambda: _imap_ready(port), deadline):
+            yield account
     finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(run, ignore_errors=True)
 
@@ -454,8 +432,6 @@ def prometheus(
     temp dir removed afterwards (REAL-COMPONENTS.md §1)."""
     import json
 
-    import requests
-
     if not PROMETHEUS.exists():
         raise RuntimeError("Prometheus is not installed: run scripts/system-deps.sh")
     base = Path(tempfile.mkdtemp(prefix="slamon-prom-"))
@@ -469,33 +445,12 @@ def prometheus(
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     (base / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
     url = f"http://127.0.0.1:{port}"
-    log = base / "prometheus.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(PROMETHEUS), f"--config.file={base / 'prometheus.yml'}",
-             f"--storage.tsdb.path={base / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-             f"--web.external-url={url}/"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+    command = [str(PROMETHEUS), f"--config.file={base / 'prometheus.yml'}",
+               f"--storage.tsdb.path={base / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+               f"--web.external-url={url}/"]  # fmt: skip
     try:
-        until = time.monotonic() + deadline
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {log.read_text()[-2000:]}")
-            try:
-                if requests.get(f"{url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > until:
-                raise RuntimeError(f"prometheus not ready in {deadline:.0f} s: {log.read_text()}")
-            time.sleep(0.1)
-        yield url
+        with _daemon("prometheus", command, base / "prometheus.log",
+                     lambda: _answers(f"{url}/-/ready"), deadline):  # fmt: skip
+            yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         shutil.rmtree(base, ignore_errors=True)
