@@ -16,6 +16,13 @@ changed while the walk runs cannot shift another past a page already read ("page
 A failure anywhere on a page ends the sync before its Batch: the stored cursor stays behind
 the page, and the next poll reads it again.
 
+Then the satisfaction ratings (connectors/helpscout_ratings.py): the Plus/Pro happiness
+report from the ratings watermark less an hour to now, page by page (``page``/``pages``);
+each row not yet delivered has its rating read from ``GET /v2/ratings/{ratingId}`` (the
+report's own value key is unconfirmed) and its conversation read again, one Batch per report
+page. The watermark moves only with the last page. A plan without reports (403/404) is noted
+once a process ("ratings need Help Scout Plus or Pro: not read") and the sync goes on.
+
 OAuth2: ``POST {url}/v2/oauth2/token`` (client credentials); the access token is kept until
 a minute before ``expires_in`` runs out, and a 401 gets one fresh token before it counts as
 revoked credentials. Rate limits: a 429's ``X-RateLimit-Retry-After`` is honoured (the
@@ -29,6 +36,7 @@ Options (CONTRACT.md): ``url`` (default the public API), ``app_id``, ``app_secre
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import email.utils
 import hashlib
@@ -54,6 +62,17 @@ from connectors.base import (
     utc_now,
 )
 from connectors.helpscout_mapping import ValueMap, fields_of, history, instant, iso, stamp
+from connectors.helpscout_ratings import OVERLAP as RATING_OVERLAP
+from connectors.helpscout_ratings import (
+    PLAN_NOTE,
+    RATING,
+    REPORT,
+    RatingWindow,
+    answer,
+    conversation_of,
+    report_page,
+    row_key,
+)
 from connectors.http import Http
 from connectors.oauth import AccessToken
 from rules.events import Removal
@@ -66,7 +85,11 @@ SETTLED = dt.timedelta(seconds=2)  # a second this far back on the server is clo
 START_BACK = dt.timedelta(days=30)
 WEB = "https://secure.helpscout.net/conversation"
 SIGNATURE = "X-HelpScout-Signature"
-MAX_PAGES = 10_000  # of one conversation's threads: a loop guard
+NOT_A_RATING = (
+    "helpscout: a happiness report row's ratingId names no rating of its conversation "
+    "(GET /v2/ratings/{ratingId}); such rows are not counted"
+)
+MAX_PAGES = 10_000  # of a paged list (threads, the report): a loop guard
 
 
 def _rate_headers(response: requests.Response, *args: Any, **kwargs: Any) -> None:
@@ -139,6 +162,11 @@ class HelpscoutConnector(Connector):
     def sync(self, cursor: Cursor | None, stop: threading.Event) -> Iterator[Batch]:
         http = self._http(stop)
         window = _Window.load(cursor, self.start)
+        rated = RatingWindow.load(cursor, self.start)
+
+        def cursor_now() -> Cursor:
+            return {**window.dump(), "ratings": rated.dump()}
+
         mailboxes = self._mailboxes(http)
         params: dict[str, Any] = {"status": "all", "sortField": "modifiedAt", "sortOrder": "asc"}
         if self.mailbox_filter:
@@ -157,38 +185,128 @@ class HelpscoutConnector(Connector):
                     changes.append(change)
             following = _has_next(body)
             newest = self._clock() if not following else window.since
-            yield Batch(changes, window.dump(), newest=newest, done=not following,
+            yield Batch(changes, cursor_now(), newest=newest,
                         notes=tuple(self.mapping.notes()))  # fmt: skip
-            if not following or stop.is_set():
+            if stop.is_set():
                 return
+            if not following:
+                break
             if window.since > since:  # ask again from the new watermark
                 page, since = 1, window.since
             else:
                 page += 1
+        yield from self._rating_walk(http, rated, cursor_now, mailboxes, stop)
+
+    def _rating_walk(
+        self,
+        http: Http,
+        rated: RatingWindow,
+        cursor_now: Callable[[], Cursor],
+        mailboxes: Mapping[str, str],
+        stop: threading.Event,
+    ) -> Iterator[Batch]:
+        """The happiness report from the ratings watermark (less the overlap) to now, one
+        Batch per page holding the rated conversations; the watermark moves to the end of
+        the walk only with its last page. No report on this plan (403/404): noted once."""
+        end = self._clock()
+        params = {"start": iso(rated.since - RATING_OVERLAP), "end": iso(end),
+                  "sortField": "modifiedAt", "sortOrder": "ASC"}  # fmt: skip
+        if self.mailbox_filter:
+            params["mailboxes"] = ",".join(self._mailbox_ids(mailboxes))
+        for page in range(1, MAX_PAGES):
+            query = {**params, "page": page}
+            response = self.token.get(http, REPORT, query, allow=(403, 404), allow_redirects=False)
+            if response.status_code in (403, 404):
+                self.mapping.once(PLAN_NOTE)
+                yield Batch([], cursor_now(), newest=end, done=True,
+                            notes=tuple(self.mapping.notes()))  # fmt: skip
+                return
+            if response.status_code != 200:
+                raise RetriableError(f"helpscout: {REPORT} answered HTTP {response.status_code}")
+            rows, following = report_page(http.decode(response, REPORT), REPORT)
+            changes: dict[int, TicketChange] = {}
+            for row in rows:
+                key = row_key(row)
+                if key is None:
+                    self.mapping.once("helpscout: a happiness report row without a ratingId "
+                                      "and a conversation id was skipped")  # fmt: skip
+                elif rated.fresh(key):
+                    self._rated(http, row, mailboxes, changes)
+                    rated.take(key, row, end)
+            if not following:
+                rated.since = max(rated.since, end)
+            yield Batch(list(changes.values()), cursor_now(), newest=end, done=not following,
+                        notes=tuple(self.mapping.notes()))  # fmt: skip
+            if not following or stop.is_set():
+                return
+        raise RetriableError(f"helpscout: {REPORT} did not end")
+
+    def _rated(
+        self,
+        http: Http,
+        row: Mapping[str, Any],
+        mailboxes: Mapping[str, str],
+        changes: dict[int, TicketChange],
+    ) -> None:
+        """A report row's rating, read from ``/v2/ratings/{ratingId}``, added to its
+        conversation's change (the conversation read again, so a rating never makes a
+        ticket the monitor knows nothing else about)."""
+        rid, cid = int(row["ratingId"]), int(row["id"])
+        path = f"{RATING}/{rid}"
+        response = self._get(http, path)
+        if response.status_code not in (200, 404):
+            raise RetriableError(f"helpscout: {path} answered HTTP {response.status_code}")
+        rating: dict[str, Any] = {}
+        if response.status_code == 200:
+            rating = http.decode(response, path, dict)
+        if conversation_of(rating) != cid:  # gone, or ratingId is not what it seems
+            self.mapping.once(NOT_A_RATING)
+            return
+        try:
+            event = answer(rating)
+        except ValueError:
+            self.mapping.note("rating", rating.get("rating"), "", "no answer")
+            return
+        except (KeyError, TypeError):
+            self.mapping.once("helpscout: a rating without a readable time was not counted")
+            return
+        if event is None:  # "unknown": no answer
+            return
+        change = changes.get(cid) or self._read(http, cid, mailboxes)
+        if change is not None:  # else merged or deleted: the list brings its removal
+            changes[cid] = dataclasses.replace(change, events=[*change.events, event])
 
     def fetch_tickets(
         self, tickets: Sequence[str], stop: threading.Event
     ) -> Iterator[TicketChange]:
         """Conversations a webhook named, each read at once with its threads; one merged or
-        deleted meanwhile is left to the next sync."""
+        deleted meanwhile is left to the next sync. Conversations only: a rating a
+        ``satisfaction.ratings`` webhook told of comes with the next sync's report walk."""
         http = self._http(stop)
         mailboxes = self._mailboxes(http)
         for cid in tickets:
-            path = f"{LIST}/{int(cid)}"
-            response = self._get(http, path)
-            if response.status_code != 200:  # 301 merged, 404 deleted
-                continue
-            conversation = _page(http, response, "threads", path)
-            if not _has_id(conversation):
-                raise RetriableError(f"helpscout: {path} is not a conversation")
-            server_now = _server_time(response)
-            change = self._change(http, conversation, mailboxes, _Window(self.start), server_now)
+            change = self._read(http, int(cid), mailboxes)
             if change is not None:
                 yield change
 
+    def _read(self, http: Http, cid: int, mailboxes: Mapping[str, str]) -> TicketChange | None:
+        """One conversation read on its own with its threads; None when it was merged or
+        deleted."""
+        path = f"{LIST}/{cid}"
+        response = self._get(http, path)
+        if response.status_code != 200:  # 301 merged, 404 deleted
+            return None
+        conversation = _page(http, response, "threads", path)
+        if not _has_id(conversation):
+            raise RetriableError(f"helpscout: {path} is not a conversation")
+        server_now = _server_time(response)
+        return self._change(http, conversation, mailboxes, _Window(self.start), server_now)
+
     def webhook_tickets(self, body: bytes) -> Sequence[str]:
-        """The conversation a ``convo.*`` webhook carries (its body is the conversation)."""
-        return numeric_id(body, "id")
+        """The conversation a webhook names: a ``convo.*`` body is the conversation (its
+        ``id``), a ``satisfaction.ratings`` body is a Rating (its ``conversationId``, which
+        a conversation does not have)."""
+        return numeric_id(body, "conversationId", "id")
 
     def _change(
         self,

@@ -16,8 +16,12 @@ What Help Scout cannot say, and how it is read here:
   change it): a lineitem, or a reply/note that also set a status.
 - Automations: a thread whose ``action.type`` names a workflow (``manual-workflow`` is
   documented; the rest of the enumeration is not) or an auto-reply is ``system``.
-- Satisfaction ratings are not read: Help Scout has no documented list of ratings (only
-  ``/v2/ratings/{id}`` and the Plus/Pro happiness report whose value key is unconfirmed).
+- Satisfaction ratings (connectors/helpscout_ratings.py) need the Plus or Pro plan: Help
+  Scout has no documented list of ratings, so the happiness report says which conversations
+  were rated and each rating is read from ``/v2/ratings/{id}`` (the report's value key is
+  unconfirmed). csat: great 5, okay 3, not_good 1; unknown is no answer. A changed rating is
+  a new answer at its ``modifiedAt`` (the latest counts), seen only while its report row is
+  still inside the report window the sync reads (an hour back from the last walk).
 """
 
 from __future__ import annotations
@@ -74,6 +78,12 @@ class ValueMap:
             self._reported.add((kind, str(value)))
             where = f"; map it under `{key}:`" if key else ""
             self._notes.append(f"helpscout {kind} {str(value)[:50]!r} counted as {default}{where}")
+
+    def once(self, text: str) -> None:
+        """A warning of its own words, handed out once per connector (i.e. per process)."""
+        if ("text", text) not in self._reported:
+            self._reported.add(("text", text))
+            self._notes.append(text)
 
     def notes(self) -> list[str]:
         """Warnings not yet handed out (each unknown value once per connector)."""

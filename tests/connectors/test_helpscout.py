@@ -1,13 +1,15 @@
 """The Help Scout connector against a fake Mailbox API 2.0 on loopback
 (tests/fakes/helpscout.py): the conversation list page by page, resumed from a stored
 cursor, through rate limits, 5xx bursts, truncated pages, expired and revoked tokens; the
-default mappings and their overrides; webhook signatures; and the shared scenario, synced
-into a real monitor, giving the clocks the engine gives for the story itself.
+satisfaction ratings through the happiness report and ``/v2/ratings/{id}``; the default
+mappings and their overrides; webhook signatures; and the shared scenario, synced into a
+real monitor, giving the clocks and the ratings the engine gives for the story itself.
 
 Help Scout cannot tell all of the scenario (connectors/helpscout_mapping.py): it has no
 ``new`` status (a conversation starts active, i.e. open), no priority history (priorities
-come from tags mapped in the config, as of the first read), no list of ratings, and no ``web``
-channel. :func:`told` is the story without those steps; none of them changes a clock here.
+come from tags mapped in the config, as of the first read), and no ``web`` channel.
+:func:`told` is the story without the later priority changes; only "invoice"'s changes a
+clock.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ PRIORITY_TAGS = {"low": "low", "high": "high", "urgent": "urgent"}
 SECRET = "hs-webhook-secret-0123456789"
 BODY = b'{"id":12345,"number":42,"status":"active"}'
 LIST = "/v2/conversations"
+REPORT = "/v2/reports/happiness/ratings"
+PLAN = "ratings need Help Scout Plus or Pro: not read"
 
 
 def minutes(m: float) -> dt.datetime:
@@ -63,8 +67,8 @@ def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
 
 
 def told(story: Story) -> Story:
-    """The story as Help Scout can tell it: no later priority changes, no ratings."""
-    steps = tuple(s for s in story.steps if s.kind not in ("priority", "rating"))
+    """The story as Help Scout can tell it: no later priority changes."""
+    steps = tuple(s for s in story.steps if s.kind != "priority")
     return dataclasses.replace(story, steps=steps)
 
 
@@ -145,7 +149,8 @@ def test_a_multi_page_sync_delivers_every_story_once(fake, url):
     batches = store.sync(connect(url))
     assert batches[-1].done and not any(b.done for b in batches[:-1])
     delivered = [c.ticket for b in batches for c in b.changes]
-    assert sorted(delivered) == sorted(str(i) for i in ids.values())  # each once
+    rated = [str(ids["printer"]), str(ids["invoice"])]  # again, with their ratings
+    assert sorted(delivered) == sorted([*(str(i) for i in ids.values()), *rated])  # each once
     for story in STORIES:
         assert shape(store.history(ids[story.key])) == as_told(story), story.key
     pages = requests_to(fake, LIST)
@@ -199,16 +204,17 @@ def test_a_resumed_sync_brings_only_what_changed(fake, url):
     added = set(restarted.events[refund]) - before[refund]
     assert {type(restarted.events[refund][e]) for e in added} == {Message, FieldChange}
     assert shape(restarted.history(fresh))[0][:3] == ("created", minutes(500), "customer")
-    again = restarted.sync(connect(url))  # nothing new: one batch, nothing in it
-    assert [(len(b.changes), b.done) for b in again] == [(0, True)]
-    assert again[0].cursor == batches[-1].cursor
+    again = restarted.sync(connect(url))  # nothing new: conversations, ratings, both empty
+    assert [(len(b.changes), b.done) for b in again] == [(0, False), (0, True)]
+    assert again[-1].cursor == batches[-1].cursor
 
 
 def test_an_empty_account_has_no_embedded(fake, url):
     store = Store()
     batches = store.sync(connect(url))
-    assert [(len(b.changes), b.done) for b in batches] == [(0, True)]
-    assert store.cursor == {"since": "2026-11-22T09:00:00Z", "seen": []}
+    assert [(len(b.changes), b.done) for b in batches] == [(0, False), (0, True)]
+    assert store.cursor == {"since": "2026-11-22T09:00:00Z", "seen": [],
+                            "ratings": {"since": "2026-11-25T09:00:00Z", "seen": {}}}  # fmt: skip
 
 
 def test_mailboxes_by_name_or_id(fake, url):
@@ -310,6 +316,115 @@ def test_a_token_is_renewed_before_it_runs_out(fake, url):
     Store().sync(connector)
     assert fake.token_requests == 2
     assert not any("401" in p for p in fake.log)
+
+
+# -- satisfaction ratings ------------------------------------------------------------------
+
+
+def ratings_of(store: Store, cid: int) -> list[tuple[Any, ...]]:
+    return [("rating", e.at, e.survey, e.score) for e in rules.in_order(store.history(cid))
+            if isinstance(e, Rating)]  # fmt: skip
+
+
+def test_ratings_arrive_as_csat_answers_at_their_time(fake, url):
+    ids = fake.load(STORIES)
+    box = next(iter(fake.mailboxes))
+    okay, unknown = (fake.create(minutes(m), box, f"{m}@x.test") for m in (1, 2))
+    fake.thread(okay, minutes(30), "reply")
+    fake.rate(okay, minutes(40), "okay")
+    fake.rate(unknown, minutes(41), "unknown")  # no answer: not counted
+    store = Store()
+    store.sync(connect(url))
+    assert ratings_of(store, ids["printer"]) == [("rating", minutes(240), "csat", 5)]
+    assert ratings_of(store, ids["invoice"]) == [("rating", minutes(260), "csat", 1)]
+    assert ratings_of(store, okay) == [("rating", minutes(40), "csat", 3)]
+    assert ratings_of(store, unknown) == []
+    for key in ("refund", "login", "renewal"):
+        assert ratings_of(store, ids[key]) == []
+    # The walk: start less the hour's overlap, to now; each rating read from /v2/ratings.
+    (walk,) = requests_to(fake, REPORT)
+    assert walk["start"] == ["2026-11-22T08:00:00Z"] and walk["end"] == ["2026-11-25T09:00:00Z"]
+    assert walk["page"] == ["1"]
+    assert sorted(p.split("?")[0] for p in fake.log if "/v2/ratings/" in p) == sorted(
+        f"GET /v2/ratings/{rid}" for rid in fake.ratings
+    )
+    assert store.cursor is not None and store.cursor["ratings"]["since"] == "2026-11-25T09:00:00Z"
+    assert store.notes == []
+
+
+def test_a_rating_is_delivered_once_across_syncs_and_restarts(fake, url):
+    box = fake.mailbox("Support")
+    cid = fake.create(NOW - dt.timedelta(hours=2), box, "a@x.test")
+    fake.thread(cid, NOW - dt.timedelta(hours=1), "reply", status="closed")
+    fake.rate(cid, NOW - dt.timedelta(minutes=10), "great")  # inside the next walk's overlap
+    store = Store()
+    store.sync(connect(url))
+    assert ratings_of(store, cid) == [("rating", NOW - dt.timedelta(minutes=10), "csat", 5)]
+    reads = sum("/v2/ratings/" in p for p in fake.log)
+    restarted = Store()
+    restarted.cursor = store.cursor  # a new process, from the stored cursor
+    batches = restarted.sync(connect(url))
+    assert restarted.delivered == [] and [len(b.changes) for b in batches] == [0, 0]
+    assert len(requests_to(fake, REPORT)) == 2  # the row was listed again ...
+    assert sum("/v2/ratings/" in p for p in fake.log) == reads  # ... and not read again
+    # A rating changed while its row is in the window (here its comment): a new answer, at
+    # its modification, and the latest one counts.
+    fake.rate_again(next(iter(fake.ratings)), NOW - dt.timedelta(minutes=5), "not_good",
+                    "Actually, no")  # fmt: skip
+    restarted.sync(connect(url))
+    assert ratings_of(restarted, cid) == [("rating", NOW - dt.timedelta(minutes=5), "csat", 1)]
+    evaluated = rules.evaluate("hs", [*store.history(cid), *restarted.history(cid)], RULES, NOW)
+    assert dict(evaluated.ratings) == {"csat": 1}
+
+
+def test_a_plan_without_reports_is_noted_and_conversations_still_synced(fake, url):
+    ids = fake.load(STORIES)
+    fake.reports = False
+    connector = connect(url)
+    store = Store()
+    batches = store.sync(connector)
+    assert batches[-1].done and batches[-1].notes == (PLAN,)
+    assert set(store.events) == {str(i) for i in ids.values()}
+    assert ratings_of(store, ids["printer"]) == []
+    assert store.cursor is not None and store.cursor["ratings"]["since"] == "2026-11-22T09:00:00Z"
+    store.sync(connector)  # the same process: tried again, not noted again
+    assert store.notes == [PLAN] and len(requests_to(fake, REPORT)) == 2
+    fake.reports = True  # the plan was upgraded: the ratings come
+    store.sync(connector)
+    assert ratings_of(store, ids["printer"]) == [("rating", minutes(240), "csat", 5)]
+
+
+def test_a_truncated_report_page_keeps_the_ratings_cursor_before_it(fake, url):
+    ids = fake.load(STORIES)
+    fake.report_page_size = 1  # printer's rating, then invoice's
+    fake.fail(REPORT, "pass", "truncate")
+    store = Store()
+    with pytest.raises(RetriableError, match="malformed answer"):
+        store.sync(connect(url))
+    assert store.cursor is not None and store.cursor["ratings"]["since"] == "2026-11-22T09:00:00Z"
+    assert ratings_of(store, ids["printer"]) == [("rating", minutes(240), "csat", 5)]
+    assert ratings_of(store, ids["invoice"]) == []
+    before = sum("/v2/ratings/" in p for p in fake.log)
+    store.sync(connect(url))  # page one again (its rating not read again), then page two
+    assert ratings_of(store, ids["invoice"]) == [("rating", minutes(260), "csat", 1)]
+    assert sum("/v2/ratings/" in p for p in fake.log) == before + 1
+    assert store.cursor["ratings"]["since"] == "2026-11-25T09:00:00Z"
+
+
+def test_a_report_whose_rating_ids_are_values_counts_nothing(fake, url):
+    ids = fake.load(STORIES)
+    fake.ids_as_values = True  # ratingId 1 great, 3 not good, as a third party documents
+    store = Store()
+    store.sync(connect(url))
+    assert all(ratings_of(store, cid) == [] for cid in ids.values())
+    assert len(store.notes) == 1 and "names no rating of its conversation" in store.notes[0]
+
+
+def test_a_rating_webhook_names_its_conversation(url):
+    connector = connect(url)
+    rating = {"id": 7, "conversationId": 123, "threadId": 10, "rating": "Great"}
+    assert connector.webhook_tickets(json.dumps(rating).encode()) == ("123",)
+    assert connector.webhook_tickets(BODY) == ("12345",)  # a conversation: its id
 
 
 # -- mappings ------------------------------------------------------------------------------
@@ -473,6 +588,8 @@ def test_the_scenario_gives_the_engines_clocks(fake, url, tmp_path):
                 assert expected.clocks == full.clocks, story.key
             end = story.status_at_end()
             assert ticket.status == ("open" if end == "new" else end)
+            answers = {s.value: s.score for s in story.steps if s.kind == "rating"}
+            assert ticket.ratings == answers == dict(full.ratings), story.key
     client = app.test_client()
     with app.app_context():
         events = db.session.query(EventRow).count()

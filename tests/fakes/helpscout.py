@@ -13,8 +13,21 @@ the v2 conversation object (no ``modifiedAt``: the fake keeps it to itself);
 conversation, 404 for a deleted one) and ``GET /v2/mailboxes``. Deleted conversations stay in
 the ``status=all`` list with ``state: deleted`` (whether they do is UNCONFIRMED).
 
+Ratings: ``GET /v2/ratings/{id}`` (the confirmed object: ``rating`` great|okay|not_good|
+unknown, ``conversationId``, ``threadId``, ``createdAt`` and ``modifiedAt`` without a Z, ...)
+and the Plus/Pro report ``GET /v2/reports/happiness/ratings?start=&end=&page=`` (not HAL:
+``results`` rows of exactly ``number, id, type, threadid, threadCreatedAt, ratingId,
+ratingCustomerId, ratingCustomerName, ratingComments, ratingCreatedAt, ratingUserId,
+ratingUserName`` — no value key, since its name is UNCONFIRMED — and ``page``, ``pages``,
+``count``; ``mailboxes``, ``sortField`` number|modifiedAt, ``sortOrder`` ASC|DESC).
+``reports = False`` is a plan without reports (Standard): the report answers 403;
+``ids_as_values = True`` serves ``ratingId`` as the value 1 great, 2 ok, 3 not good, as one
+third party documents the report (the meaning of ``ratingId`` there is UNCONFIRMED).
+
 Unconfirmed bodies, served as guessed: the token endpoint's refusal (401
-``{"error":"invalid_client",…}``) and the API's 401 (``{"message":"Unauthorized"}``).
+``{"error":"invalid_client",…}``), the API's 401 (``{"message":"Unauthorized"}``), the
+report's 403 (``{"message":"Forbidden"}``) and 400 without ``start``/``end``; that the report
+selects rows by ``ratingCreatedAt`` within ``start``..``end`` and pages 50 rows.
 
 Faults on demand: :meth:`fail` (an HTTP status or "truncate" for requests whose path contains
 a text), :meth:`limit` (429 ``{"message":"API rate limit exceeded"}`` with
@@ -40,6 +53,8 @@ from tests.fakes.scenario import Step, Story
 
 UTC = dt.UTC
 STATUSES = {"open": "active", "pending": "pending", "solved": "closed", "new": "active"}
+RATINGS = {5: "great", 3: "okay", 1: "not_good"}  # csat score -> Help Scout's value
+VALUE_IDS = {"great": 1, "okay": 2, "not_good": 3, "unknown": 0}
 ERRORS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
@@ -66,6 +81,11 @@ class FakeHelpScout(Faults):
         self.threads: dict[int, list[dict[str, Any]]] = {}
         self.modified: dict[int, tuple[dt.datetime, int]] = {}
         self.merged: dict[int, int] = {}
+        self.ratings: dict[int, dict[str, Any]] = {}
+        self.reports = True  # the plan has reports (Plus/Pro)
+        self.report_page_size = 50
+        self.ids_as_values = False
+        self._rating_ids = itertools.count(700_001)
         self.agent = {"id": 99, "type": "user", "first": "Ann", "last": "Agent",
                       "email": "ann@acme.test"}  # fmt: skip
         self._ids = itertools.count(1001)
@@ -181,11 +201,38 @@ class FakeHelpScout(Faults):
         self.conversations[cid]["userUpdatedAt"] = iso(when)
         self._touch(cid, when)
 
+    def rate(self, cid: int, when: dt.datetime, value: str, *, comments: str = "") -> int:
+        """The customer rates the conversation's latest agent thread (great, okay,
+        not_good or unknown)."""
+        convo = self.conversations[cid]
+        threads = sorted(self.threads[cid], key=lambda t: (t["createdAt"], t["id"]))
+        by_user = [t for t in threads if t["createdBy"]["type"] == "user"] or threads
+        rid = next(self._rating_ids)
+        person = convo["primaryCustomer"]
+        self.ratings[rid] = {
+            "id": rid,
+            "customer": {"id": person["id"], "email": person["email"], "firstName": "Happy",
+                         "lastName": "Customer"},
+            "threadId": by_user[-1]["id"], "conversationId": cid,
+            "conversationNumber": convo["number"], "mailboxId": convo["mailboxId"],
+            "rating": value,
+            "user": {"id": self.agent["id"], "firstName": self.agent["first"],
+                     "lastName": self.agent["last"], "email": self.agent["email"]},
+            "comments": comments,
+            "createdAt": _no_z(when), "modifiedAt": _no_z(when),
+        }  # fmt: skip
+        return rid
+
+    def rate_again(self, rid: int, when: dt.datetime, value: str, comments: str = "") -> None:
+        """The customer changes a rating (and its comment)."""
+        self.ratings[rid].update(rating=value, comments=comments, modifiedAt=_no_z(when))
+
     def load(self, stories: Iterable[Story]) -> dict[str, int]:
         """The scenario's stories as conversations: a mailbox per queue, priorities as tags
         (``normal`` untagged). A status at the instant of a message rides on its thread, a
         status alone is a lineitem. Not told (Help Scout cannot): priority changes after
-        the creation, ratings, and channels other than email, chat and phone."""
+        the creation, and channels other than email, chat and phone. csat ratings (5, 3, 1)
+        are rated great, okay, not_good."""
         boxes: dict[str, int] = {}
         ids = {}
         for story in stories:
@@ -203,6 +250,8 @@ class FakeHelpScout(Faults):
             )  # fmt: skip
             for group in _threads_of(steps[1:]):
                 head = group[0]
+                if head.kind == "rating" and head.value == "csat":
+                    self.rate(cid, head.when, RATINGS[head.score])
                 if head.kind in ("rating", "priority"):
                     continue
                 status = next((STATUSES[s.value] for s in group if s.kind == "status"), None)
@@ -238,6 +287,8 @@ class FakeHelpScout(Faults):
         app.add_url_rule("/v2/conversations/<int:cid>", view_func=self._conversation)
         app.add_url_rule("/v2/conversations/<int:cid>/threads", view_func=self._threads)
         app.add_url_rule("/v2/mailboxes", view_func=self._mailboxes)
+        app.add_url_rule("/v2/ratings/<int:rid>", view_func=self._rating)
+        app.add_url_rule("/v2/reports/happiness/ratings", view_func=self._report)
         app.register_error_handler(404, lambda _: (jsonify(message="Not Found"), 404))
         return app
 
@@ -337,6 +388,50 @@ class FakeHelpScout(Faults):
     def _mailboxes(self) -> Any:
         return self._hal(list(self.mailboxes.values()), "mailboxes", 50)
 
+    def _rating(self, rid: int) -> Any:
+        rating = self.ratings.get(rid)
+        if rating is None:
+            return jsonify(message="Not Found"), 404
+        return jsonify(rating)
+
+    def _report(self) -> Any:
+        if not self.reports:
+            return jsonify(message="Forbidden"), 403
+        args = request.args
+        if not args.get("start") or not args.get("end"):
+            return jsonify(message="Validation error"), 400
+        start, end = _instant(args["start"]), _instant(args["end"])
+        boxes = {int(m) for m in args.get("mailboxes", "").split(",") if m.strip()}
+        with self.lock:
+            rated = [r for r in self.ratings.values()
+                     if start <= _instant(r["createdAt"]) <= end
+                     and (not boxes or r["mailboxId"] in boxes)]  # fmt: skip
+            field = args.get("sortField", "modifiedAt")
+            key = "conversationNumber" if field == "number" else "modifiedAt"
+            rated.sort(key=lambda r: (r[key], r["id"]), reverse=args.get("sortOrder") == "DESC")
+            rows = [self._row(r) for r in rated]
+        size = self.report_page_size
+        page = request.args.get("page", 1, type=int)
+        pages = math.ceil(len(rows) / size)
+        chunk = rows[(page - 1) * size : page * size]
+        return jsonify(results=chunk, page=page, pages=pages, count=len(rows))
+
+    def _row(self, rating: dict[str, Any]) -> dict[str, Any]:
+        convo = self.conversations[rating["conversationId"]]
+        thread = next(t for t in self.threads[convo["id"]] if t["id"] == rating["threadId"])
+        customer, user = rating["customer"], rating["user"]
+        return {
+            "number": convo["number"], "id": convo["id"], "type": convo["type"],
+            "threadid": thread["id"], "threadCreatedAt": thread["createdAt"],
+            "ratingId": VALUE_IDS[rating["rating"]] if self.ids_as_values else rating["id"],
+            "ratingCustomerId": customer["id"],
+            "ratingCustomerName": f"{customer['firstName']} {customer['lastName']}",
+            "ratingComments": rating["comments"],
+            "ratingCreatedAt": rating["createdAt"] + "Z",
+            "ratingUserId": user["id"],
+            "ratingUserName": f"{user['firstName']} {user['lastName']}",
+        }  # fmt: skip
+
     def _hal(self, items: list[dict[str, Any]], key: str, size: int) -> Any:
         page = request.args.get("page", 1, type=int)
         total = math.ceil(len(items) / size)
@@ -359,6 +454,16 @@ class FakeHelpScout(Faults):
         if chunk:
             body["_embedded"] = {key: chunk}  # an empty page has no _embedded at all
         return jsonify(body)
+
+
+def _no_z(when: dt.datetime) -> str:
+    """The ratings doc's time: UTC without the Z."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _instant(value: str) -> dt.datetime:
+    when = dt.datetime.fromisoformat(value)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _threads_of(steps: Iterable[Step]) -> list[list[Step]]:
