@@ -1,6 +1,6 @@
 """The ``zammad`` connector: Zammad's condition search on ``ticket.updated_at``, each changed
-ticket's articles and history, and webhook signatures (HELPDESK-APIS.md, "B. Zammad (REST
-API v1)").
+ticket's articles, history and tags, a check of the open tickets for hard deletions, and
+webhook signatures (HELPDESK-APIS.md, "B. Zammad (REST API v1)").
 
 Changes are found with ``POST /api/v1/tickets/search`` and a ``condition`` of
 ``ticket.updated_at`` ``after (absolute)`` a mark, ``sort_by=updated_at`` ascending and no
@@ -15,9 +15,28 @@ before anything is fetched for them, so the overlap costs one search page.
 
 Both search answers are read (B2): the 5.x ``{"tickets": [ids], "tickets_count", "assets"}``
 and the newer plain array (or ``{"records": [...]}``). Each search page becomes one Batch:
-every fresh ticket gets its articles (``/ticket_articles/by_ticket``) and history
-(``/ticket_history``) fetched first; a failure anywhere on a page ends the sync before its
-Batch, so the stored cursor stays before the page and the next poll reads it again.
+every fresh ticket gets its articles (``/ticket_articles/by_ticket``), history
+(``/ticket_history``) and tags (``/tags?object=Ticket&o_id=N`` → ``{"tags": [...]}``)
+fetched first; a failure anywhere on a page ends the sync before its Batch, so the stored
+cursor stays before the page and the next poll reads it again. When tags were added or
+removed is read from the ticket history (zammad_mapping). The tags endpoint is not in
+HELPDESK-APIS.md; it is zammad/zammad ``app/controllers/tags_controller.rb`` (``list``).
+Zammad's ticket ``type`` is not read (the doc names none): ``type`` is "".
+
+Hard deletions (a ticket destroyed, not merged or set to ``removed``) leave no trace in the
+search. The cursor's ``open`` keeps the ids of the open tickets delivered (the newest
+:data:`REMEMBER` by ``updated_at``, oldest first). At the end of each sync the remembered ones
+this sync's search did not return are checked, :data:`CHECK` at a time, rotating by id
+(``checked`` is where the last check stopped): one search with ``condition``
+``ticket.id`` ``is`` the list of ids, then ``GET /tickets/{id}`` for each the search did not
+return (at most :data:`CONFIRM` a sync). Only Zammad's own 404 for it (``{"error":
+"Couldn't find Ticket with 'id'=N"}``, B8) counts as a deletion: a
+:class:`~rules.events.Removed` ``deleted`` as of the check. Any other 404 (a proxy's page)
+is a RetriableError; a 403 (the token no longer sees the ticket) drops it from ``open``
+without an event. So the search's list form (not in HELPDESK-APIS.md; Zammad's selector
+turns ``is`` into ``IN (?)``) is only a shortcut: were it to return too little, more
+tickets would be asked for one by one, never removed by mistake. A failed check ends the
+sync with a RetriableError after the walk's last page is stored; it is retried next poll.
 
 Options: ``url`` (the site, ``/api/v1`` optional), ``token``, ``start``,
 ``statuses``/``priorities`` overrides (by state name or state type name, by priority name),
@@ -55,11 +74,15 @@ from connectors.zammad_mapping import (
     instant,
     ticket_fields,
 )
+from rules.events import DONE, Removed
 
 API = "/api/v1"
 SEARCH = f"{API}/tickets/search"
-PER_PAGE = 100  # tickets per search page (the search allows 200): each costs 2 requests
+PER_PAGE = 100  # tickets per search page (the search allows 200): each costs 3 requests
 MAX_PER_PAGE = 200
+REMEMBER = 5000  # open tickets kept in the cursor to check for hard deletions
+CHECK = MAX_PER_PAGE  # remembered tickets checked per sync: one search page
+CONFIRM = 20  # tickets the check's search did not return, asked for one by one per sync
 INDEX_PAGE = 100  # CanPaginate's default for the reference lists
 OVERLAP = dt.timedelta(minutes=5)
 START_BACK = dt.timedelta(days=30)
@@ -79,6 +102,8 @@ class ZammadConnector(Connector):
         *,
         clock: Callable[[], dt.datetime] = utc_now,
         per_page: int = PER_PAGE,
+        remember: int = REMEMBER,
+        check: int = CHECK,
     ) -> None:
         super().__init__(name, options)
         url = str(options.get("url") or "").rstrip("/").removesuffix(API)
@@ -96,6 +121,8 @@ class ZammadConnector(Connector):
         secret = options.get("webhook_secret")
         self.webhook_secret = str(secret) if secret else None
         self.per_page = max(1, min(per_page, MAX_PER_PAGE))
+        self.remember = max(0, remember)
+        self.check = max(1, min(check, MAX_PER_PAGE))
         self.ref = Reference()
 
     def ticket_url(self, ticket: str) -> str:
@@ -110,18 +137,20 @@ class ZammadConnector(Connector):
     def sync(self, cursor: Cursor | None, stop: threading.Event) -> Iterator[Batch]:
         http = self._http(stop)
         since, seen = _position(cursor)
+        remembered, checked = _remembered(cursor)
         mark = since - OVERLAP if since is not None else self.start
         page, previous, read = 1, None, False
+        walked: set[int] = set()  # every ticket this sync's search returned
         while True:
-            tickets = self._search(http, mark, page)
+            tickets = self._search(http, _after(mark), page, self.per_page)
+            walked |= {int(t["id"]) for t in tickets}
             full = len(tickets) >= self.per_page
             fresh = list({int(t["id"]): t for t in tickets
                           if seen.get(str(t["id"])) != t["updated_at"]}.values())  # fmt: skip
             if fresh and not read:  # reference data once per sync, when first needed
                 self._read_reference(http)
                 read = True
-            found = {t["id"]: (self._articles(http, t), self._history(http, t)) for t in fresh}
-            changes = [self._change(t, *found[t["id"]]) for t in fresh]
+            changes = [self._change(t, *self._read(http, t)) for t in fresh]
             newest = max((instant(t["updated_at"]) for t in tickets), default=None)
             for ticket in fresh:
                 seen[str(ticket["id"])] = ticket["updated_at"]
@@ -129,16 +158,29 @@ class ZammadConnector(Connector):
                 since = newest
             if since is not None:
                 seen = {k: v for k, v in seen.items() if instant(v) >= since - OVERLAP}
-            position: Cursor = {"since": _iso(since), "seen": dict(seen)} if since else {}
+            remembered = self._remember(remembered, changes)
             notes = self.mapping.notes()
             ids = [t["id"] for t in tickets]
             stuck = page > 1 and ids == previous  # the next page of a query repeated the last
             if stuck:
                 notes.append("zammad: the search repeated a page; resuming next poll")
             done = not full or stuck
+
+            position: Cursor = {"since": _iso(since), "seen": dict(seen)} if since else {}
+            position = position or dict(cursor or {})
+            gone: list[TicketChange] = []
+            if done:
+                try:
+                    gone, remembered, checked = self._check(
+                        http, remembered, walked, checked, notes
+                    )
+                except RetriableError:  # the page is stored; the check waits for a later sync
+                    yield Batch(changes, _with(position, remembered, checked), newest=newest,
+                                notes=tuple(notes))  # fmt: skip
+                    raise
             yield Batch(
-                changes,
-                position or dict(cursor or {}),
+                changes + gone,
+                _with(position, remembered, checked),
                 newest=self._clock() if done else newest,
                 done=done,
                 notes=tuple(notes),
@@ -164,16 +206,18 @@ class ZammadConnector(Connector):
                 continue
             if not isinstance(ticket, dict) or not _well_formed(ticket):
                 raise RetriableError(f"zammad: {API}/tickets/{int(tid)} is not a ticket")
-            yield self._change(ticket, self._articles(http, ticket), self._history(http, ticket))
+            yield self._change(ticket, *self._read(http, ticket))
 
     def webhook_tickets(self, body: bytes) -> Sequence[str]:
         """The ticket of a trigger's webhook (its default payload's ``ticket.id``)."""
         return numeric_id(body, "ticket.id")
 
-    def _search(self, http: Http, mark: dt.datetime, page: int) -> list[dict[str, Any]]:
-        condition = {"ticket.updated_at": {"operator": "after (absolute)", "value": _iso(mark)}}
+    def _search(
+        self, http: Http, condition: dict[str, Any], page: int, per_page: int
+    ) -> list[dict[str, Any]]:
+        """One page of the condition search, ascending by ``updated_at``, in either shape."""
         body = {"condition": condition, "sort_by": "updated_at", "order_by": "asc",
-                "page": page, "per_page": self.per_page}  # fmt: skip
+                "page": page, "per_page": per_page}  # fmt: skip
         data = http.json("POST", SEARCH, json=body)
         if isinstance(data, dict) and isinstance(data.get("tickets"), list):  # Zammad 5.x
             assets: dict[str, Any] = _dict(data.get("assets"))
@@ -193,19 +237,85 @@ class ZammadConnector(Connector):
             raise RetriableError(f"zammad: {SEARCH} gave tickets that are not as documented")
         return tickets
 
+    def _remember(self, remembered: list[int], changes: list[TicketChange]) -> list[int]:
+        """The open tickets to check for deletion after these changes: each delivered one
+        moved to the end (the newest) if open, dropped if not; the newest :attr:`remember`."""
+        delivered = {int(c.ticket): c.fields.get("status") not in DONE for c in changes}
+        kept = [tid for tid in remembered if tid not in delivered]
+        kept += [tid for tid, still_open in delivered.items() if still_open]
+        return kept[-self.remember :] if self.remember else []
+
+    def _check(
+        self,
+        http: Http,
+        remembered: list[int],
+        walked: set[int],
+        checked: int,
+        notes: list[str],
+    ) -> tuple[list[TicketChange], list[int], int]:
+        """Hard deletions among the remembered open tickets this sync's search did not
+        return (see the module's docstring): the Removed changes, the tickets still to
+        remember and where the rotation stopped."""
+        candidates = sorted(tid for tid in remembered if tid not in walked)
+        turn = [t for t in candidates if t > checked] + [t for t in candidates if t <= checked]
+        chunk = turn[: self.check]
+        if not chunk:
+            return [], remembered, 0
+        condition = {"ticket.id": {"operator": "is", "value": [str(t) for t in chunk]}}
+        there = {int(t["id"]) for t in self._search(http, condition, 1, len(chunk))}
+        missing = [t for t in chunk if t not in there]
+        if len(missing) > CONFIRM:  # the rest of the chunk waits for the next sync
+            chunk = chunk[: chunk.index(missing[CONFIRM])]
+            missing = missing[:CONFIRM]
+        deleted, hidden = [], []
+        for tid in missing:
+            path = f"{API}/tickets/{tid}"
+            response = http.request("GET", path, allow=(403, 404))
+            if response.status_code == 403:
+                hidden.append(tid)
+            elif response.status_code == 404:
+                try:
+                    body = response.json()
+                except ValueError:  # a proxy's page: the request may never have reached Zammad
+                    body = None
+                if not _not_found(body, tid):
+                    raise RetriableError(f"zammad: {path} answered 404 without Zammad's error")
+                deleted.append(tid)
+        if hidden:
+            notes.append(f"zammad: {len(hidden)} open ticket(s) no longer visible to the token;"
+                         " no longer checked for deletion")  # fmt: skip
+        now = self._clock()
+        changes = [
+            TicketChange(str(tid), {"status": "closed"},
+                         [Removed(f"t{tid}:deleted", now, "deleted")])
+            for tid in deleted
+        ]  # fmt: skip
+        dropped = set(deleted) | set(hidden)
+        return changes, [t for t in remembered if t not in dropped], chunk[-1]
+
+    def _read(
+        self, http: Http, ticket: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None, frozenset[str]]:
+        """A ticket's articles, history and current tags (None, None: it is gone)."""
+        articles, entries = self._articles(http, ticket), self._history(http, ticket)
+        if articles is None or entries is None:
+            return None, None, frozenset()
+        return articles, entries, self._tags(http, ticket)
+
     def _change(
         self,
         ticket: dict[str, Any],
         articles: list[dict[str, Any]] | None,
         entries: list[dict[str, Any]] | None,
+        tags: frozenset[str] = frozenset(),
     ) -> TicketChange:
         tid = str(ticket["id"])
         try:
             gone = articles is None or entries is None
             fields = ticket_fields(
-                ticket, articles or [], self.ref, self.mapping, self.ticket_url(tid), gone
+                ticket, articles or [], self.ref, self.mapping, self.ticket_url(tid), gone, tags
             )
-            events = history(ticket, articles, entries, self.ref, self.mapping)
+            events = history(ticket, articles, entries, self.ref, self.mapping, tags)
             created = instant(ticket["created_at"]) if ticket.get("created_at") else None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RetriableError(
@@ -238,6 +348,15 @@ class ZammadConnector(Connector):
             raise RetriableError(f"zammad: {path} answered without a 'history' list")
         self.ref.learn_users(data.get("assets"))
         return [e for e in data["history"] if isinstance(e, dict) and "created_at" in e]
+
+    def _tags(self, http: Http, ticket: dict[str, Any]) -> frozenset[str]:
+        """The ticket's tags now: ``{"tags": ["a", "b"]}``."""
+        path = f"{API}/tags"
+        data = http.get(path, object="Ticket", o_id=int(ticket["id"]))
+        tags = data.get("tags") if isinstance(data, dict) else None
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise RetriableError(f"zammad: {path} answered without a 'tags' list")
+        return frozenset(tags)
 
     def _read_reference(self, http: Http) -> None:
         """States (with their state types), priorities and groups (B6)."""
@@ -285,6 +404,34 @@ def _position(cursor: Cursor | None) -> tuple[dt.datetime | None, dict[str, str]
         when = None
     kept = {str(k): str(v) for k, v in seen.items()} if isinstance(seen, dict) else {}
     return when, kept
+
+
+def _remembered(cursor: Cursor | None) -> tuple[list[int], int]:
+    """The cursor's open tickets (oldest first) and where the last check stopped."""
+    cursor = cursor or {}
+    kept = cursor.get("open")
+    kept = kept if isinstance(kept, list) else []
+    ids = [int(t) for t in kept if isinstance(t, int | str) and str(t).isdigit()]
+    checked = cursor.get("checked")
+    return list(dict.fromkeys(ids)), checked if isinstance(checked, int) else 0
+
+
+def _with(position: Cursor, remembered: list[int], checked: int) -> Cursor:
+    """The walk's position with the open tickets to check and where the check stopped."""
+    position = {k: v for k, v in position.items() if k not in ("open", "checked")}
+    if remembered or checked:
+        position |= {"open": list(remembered), "checked": checked}
+    return position
+
+
+def _after(mark: dt.datetime) -> dict[str, Any]:
+    return {"ticket.updated_at": {"operator": "after (absolute)", "value": _iso(mark)}}
+
+
+def _not_found(body: Any, tid: int) -> bool:
+    """Zammad's own answer that ticket ``tid`` does not exist (B8)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return isinstance(error, str) and error.startswith(f"Couldn't find Ticket with 'id'={tid}")
 
 
 def _json_or_none(http: Http, path: str) -> Any:

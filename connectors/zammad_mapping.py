@@ -2,11 +2,23 @@
 (HELPDESK-APIS.md, "Default mappings to the normalized fields" and "B. Zammad (REST API v1)"
 B2-B6).
 
-Pure: a ticket from the search, its articles, its history entries and the reference data
-the connector read (states with their state types, priorities, groups, users) go in;
-normalized fields and events come out. Event ids are Zammad's own, prefixed by the table
-they come from (``a`` articles, ``h`` history: two id spaces), so the same history read
-twice gives the same events.
+Pure: a ticket from the search, its articles, its history entries, its current tags and
+the reference data the connector read (states with their state types, priorities, groups,
+users) go in; normalized fields and events come out. Event ids are Zammad's own, prefixed
+by the table they come from (``a`` articles, ``h`` history: two id spaces), so the same
+history read twice gives the same events.
+
+Tags: the current set comes from ``GET /api/v1/tags?object=Ticket&o_id=N``; their times
+from the history, where Zammad logs every tag added to or removed from a ticket as an entry
+of ``type`` ``added``/``removed``, ``object`` ``Ticket``, ``attribute`` ``tag`` and the
+tag's name in ``value_to`` (B5's entry keys; the entries themselves are written by
+zammad/zammad ``app/models/tag/writes_to_ticket_history.rb``). The set at creation is the
+current set with the logged changes undone, so a ticket whose tags were never logged
+(imported) has them from its creation, as the other fields do; a set the log does not
+explain (a tag renamed or merged by an admin, unlogged) becomes one change at the ticket's
+``updated_at``.
+
+``type``: HELPDESK-APIS.md names no ticket type attribute for Zammad, so ``type`` is "".
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ SOCIAL = ("sms", "twitter", "facebook", "telegram", "whatsapp")  # by type-name 
 SENDERS = {1: "Agent", 2: "Customer", 3: "System"}  # B4 seed ids
 AUTHORS: dict[str, Author] = {"Agent": "agent", "Customer": "customer", "System": "system"}
 FIELDS = {"state": "status", "priority": "priority", "group": "queue"}  # history attribute
+TAG = "tag"  # the history attribute of a tag added to / removed from a ticket
 
 
 class ValueMap:
@@ -200,16 +213,18 @@ def ticket_fields(
     mapping: ValueMap,
     url: str,
     gone: bool,
+    tags: frozenset[str] = frozenset(),
 ) -> dict[str, FieldValue]:
-    """The ticket's normalized fields now. A gone ticket (its articles 404) or one in a
-    merged / removed state reads as closed, so it does not count as open."""
+    """The ticket's normalized fields now (``tags`` as the tags endpoint gave them). A gone
+    ticket (its articles 404) or one in a merged / removed state reads as closed, so it
+    does not count as open."""
     return {
         "status": "closed" if gone else mapping.status(ref.state(ticket)),
         "priority": mapping.priority(ref.priority(ticket)),
         "queue": ref.group(ticket),
         "channel": mapping.channel(channel_of(ticket, articles)),
-        "type": str(ticket.get("type") or ""),
-        "tags": frozenset(str(tag) for tag in ticket.get("tags") or ()),
+        "type": "",
+        "tags": tags,
         "subject": str(ticket.get("title") or ""),
         "requester": ref.person(ticket.get("customer_id"), ticket.get("customer")),
         "url": url,
@@ -222,11 +237,13 @@ def history(
     entries: Sequence[Mapping[str, Any]] | None,
     ref: Reference,
     mapping: ValueMap,
+    tags: frozenset[str] = frozenset(),
 ) -> list[Event]:
     """A ticket's events: its creation, every article as a message, every state, priority
-    and group change, and its merge or removal. ``seq`` is the position in the ticket's
-    history (which logs each article's creation too, so a reply and the state change of
-    the same update keep their order). ``articles``/``entries`` None: the ticket is gone."""
+    and group change, every tag added or removed, and its merge or removal. ``seq`` is the
+    position in the ticket's history (which logs each article's creation too, so a reply
+    and the state change of the same update keep their order). ``tags``: the current set.
+    ``articles``/``entries`` None: the ticket is gone."""
     tid = ticket["id"]
     if articles is None or entries is None:
         return [Removed(f"t{tid}:deleted", instant(ticket["updated_at"]), "deleted")]
@@ -234,7 +251,8 @@ def history(
         (e for e in entries if isinstance(e, dict)),
         key=lambda e: (instant(e["created_at"]), _int(e.get("id"))),
     )
-    events: list[Event] = [_created(ticket, articles, ordered, ref, mapping)]
+    have = initial_tags(tags, ordered)
+    events: list[Event] = [_created(ticket, articles, ordered, ref, mapping, have)]
     written: dict[int, int] = {}  # article id -> its position in the history
     for seq, entry in enumerate(ordered, start=1):
         kind, obj = entry.get("type"), entry.get("object")
@@ -242,7 +260,17 @@ def history(
             written.setdefault(_int(entry.get("o_id")), seq)
         elif kind == "updated" and obj == "Ticket" and entry.get("attribute") in FIELDS:
             events.append(_change(entry, seq, ref, mapping))
+        elif _tagging(entry):
+            now = _tagged(have, entry)
+            if now != have:
+                events.append(FieldChange(f"h{entry['id']}", instant(entry["created_at"]),
+                                          "tags", now, old=have, seq=seq))  # fmt: skip
+            have = now
     late = len(ordered) + 1
+    if have != tags:  # the log does not explain the current set: as of the last update
+        at = instant(ticket["updated_at"])
+        events.append(FieldChange(f"t{tid}:tags@{_iso_key(at)}", at, "tags", tags, old=have,
+                                  seq=late + len(articles)))  # fmt: skip
     for n, article in enumerate(sorted(articles, key=lambda a: _int(a.get("id")))):
         seq = written.get(_int(article.get("id")), late + n)
         author = AUTHORS.get(str(article.get("sender")), "customer")
@@ -265,9 +293,10 @@ def _created(
     ordered: Sequence[Mapping[str, Any]],
     ref: Reference,
     mapping: ValueMap,
+    tags: frozenset[str],
 ) -> Created:
     """The creation with the fields the ticket had then: each field's value before its
-    first logged change, else its value now."""
+    first logged change, else its value now; ``tags`` as :func:`initial_tags` found."""
     first = {"state": ref.state(ticket), "priority": ref.priority(ticket),
              "group": ref.group(ticket)}  # fmt: skip
     found: set[str] = set()
@@ -292,10 +321,43 @@ def _created(
         "queue": first["group"],
         "channel": mapping.channel(channel_of(ticket, articles)),
         "type": "",
-        "tags": frozenset(),
+        "tags": tags,
     }
     by = creator_of(ticket, articles)
     return Created(eid, instant(ticket["created_at"]), fields, by=by, seq=made[0] if made else 0)
+
+
+def initial_tags(current: frozenset[str], ordered: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+    """The tags at creation: the current set with every logged tag change undone, newest
+    first (an ``added`` tag was not there before, a ``removed`` one was)."""
+    have = set(current)
+    for entry in reversed(ordered):
+        if _tagging(entry):
+            name = str(entry.get("value_to"))
+            if entry.get("type") == "added":
+                have.discard(name)
+            else:
+                have.add(name)
+    return frozenset(have)
+
+
+def _tagging(entry: Mapping[str, Any]) -> bool:
+    """A history entry of a tag added to or removed from the ticket."""
+    return (
+        entry.get("type") in ("added", "removed")
+        and entry.get("object") == "Ticket"
+        and entry.get("attribute") == TAG
+        and entry.get("value_to") not in (None, "")
+    )
+
+
+def _tagged(have: frozenset[str], entry: Mapping[str, Any]) -> frozenset[str]:
+    name = str(entry["value_to"])
+    return have | {name} if entry.get("type") == "added" else have - {name}
+
+
+def _iso_key(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _change(entry: Mapping[str, Any], seq: int, ref: Reference, mapping: ValueMap) -> Event:

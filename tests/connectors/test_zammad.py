@@ -1,9 +1,10 @@
 """The Zammad connector against a fake Zammad on loopback (tests/fakes/zammad.py): the
 condition search on ``updated_at`` walked by key, in both of its response shapes, resumed
 from a stored cursor, through rate limits, 5xx bursts, truncated pages and a revoked token;
-the default mappings and their overrides; merges and removals; webhook signatures; and the
-shared scenario, synced into a real monitor, giving the clocks the engine gives for the
-story itself.
+the default mappings and their overrides; merges and removals; tags and their history (a
+``no-sla`` tag added later ending a policy in a real monitor); hard deletions found by the
+check of the open tickets kept in the cursor; webhook signatures; and the shared scenario,
+synced into a real monitor, giving the clocks the engine gives for the story itself.
 
 What Zammad cannot tell of the scenario: satisfaction ratings (its API has none), so they
 are left out of the histories compared here (:func:`zammad_events`); they change no clock,
@@ -75,9 +76,12 @@ def url(server: FakeServer, fake: FakeZammad) -> str:
     return server.url
 
 
-def connect(url: str, per_page: int = 2, **options: Any) -> ZammadConnector:
+def connect(
+    url: str, per_page: int = 2, remember: int = 5000, check: int = 200, **options: Any
+) -> ZammadConnector:
     given = {"url": url, "token": TOKEN, "start": START, **SITE}
-    return ZammadConnector("zm", {**given, **options}, clock=lambda: NOW, per_page=per_page)
+    return ZammadConnector("zm", {**given, **options}, clock=lambda: NOW, per_page=per_page,
+                           remember=remember, check=check)  # fmt: skip
 
 
 def zammad_events(story: scenario.Story) -> list[Event]:
@@ -86,7 +90,15 @@ def zammad_events(story: scenario.Story) -> list[Event]:
 
 
 def searches(fake: FakeZammad) -> list[dict[str, Any]]:
-    return [body for method, path, body in fake.log if path.startswith(SEARCH)]
+    """The walk's searches (by ``updated_at``)."""
+    return [body for method, path, body in fake.log
+            if path.startswith(SEARCH) and "ticket.updated_at" in body["condition"]]  # fmt: skip
+
+
+def checks(fake: FakeZammad) -> list[list[str]]:
+    """The ids each deletion check's search asked for."""
+    return [body["condition"]["ticket.id"]["value"] for method, path, body in fake.log
+            if path.startswith(SEARCH) and "ticket.id" in body["condition"]]  # fmt: skip
 
 
 def since(body: dict[str, Any]) -> str:
@@ -200,7 +212,8 @@ def test_the_overlap_catches_a_late_commit(fake, url):
     fake.create(minutes(10), customer)
     store = Store()
     store.sync(connect(url))
-    assert store.cursor == {"since": iso(minutes(10)), "seen": {"1": iso(minutes(10))}}
+    assert store.cursor == {"since": iso(minutes(10)), "seen": {"1": iso(minutes(10))},
+                            "open": [1], "checked": 0}  # fmt: skip
     # A change stamped before the newest one delivered, committed after that sync.
     late = fake.create(minutes(8), customer)
     store.sync(connect(url))
@@ -402,6 +415,206 @@ def test_merges_and_removals_remove_the_ticket(fake, url):
     assert not any(isinstance(e, FieldChange) for e in store.history(merged))
 
 
+# -- tags ----------------------------------------------------------------------------------
+
+
+def tag_events(events: list[Event]) -> list[tuple[Any, ...]]:
+    return [(e.at, e.new, e.old) for e in rules.in_order(events)
+            if isinstance(e, FieldChange) and e.field == "tags"]  # fmt: skip
+
+
+def test_tags_and_when_they_were_added_or_removed(fake, url):
+    customer, agent = fake.user("Cy Customer"), fake.user("Al Agent", "Agent")
+    tid = fake.create(minutes(0), customer)
+    fake.tag(tid, minutes(0), customer, "billing")  # given with the ticket
+    fake.tag(tid, minutes(30), agent, "vip")
+    fake.untag(tid, minutes(45), agent, "billing")
+    imported = fake.create(minutes(1), customer)
+    fake.tags[imported] = ["legacy"]  # tags no history tells of (an import)
+    plain = fake.create(minutes(2), customer)
+    store = Store()
+    store.sync(connect(url))
+    assert store.fields[str(tid)]["tags"] == frozenset({"vip"})
+    events = store.history(tid)
+    created = rules.in_order(events)[0]
+    assert isinstance(created, Created) and created.fields["tags"] == frozenset()
+    assert tag_events(events) == [
+        (minutes(0), frozenset({"billing"}), frozenset()),
+        (minutes(30), frozenset({"billing", "vip"}), frozenset({"billing"})),
+        (minutes(45), frozenset({"vip"}), frozenset({"billing", "vip"})),
+    ]
+    first = rules.in_order(store.history(imported))[0]
+    assert isinstance(first, Created) and first.fields["tags"] == frozenset({"legacy"})
+    assert tag_events(store.history(imported)) == []
+    assert store.fields[str(plain)]["tags"] == frozenset()
+    assert store.fields[str(tid)]["type"] == ""  # the doc names no ticket type
+    asked = [path for _, path, _ in fake.log if path.startswith("/api/v1/tags")]
+    assert f"/api/v1/tags?object=Ticket&o_id={tid}" in asked
+    # A tag added later: the ticket is touched, the next sync brings that one change.
+    fake.tag(tid, minutes(60), agent, "no-sla")
+    store.sync(connect(url))  # Store checks every event id read again is the same event
+    assert tag_events(store.history(tid))[-1] == (
+        minutes(60), frozenset({"vip", "no-sla"}), frozenset({"vip"})
+    )  # fmt: skip
+    assert store.fields[str(tid)]["tags"] == frozenset({"vip", "no-sla"})
+
+
+def test_tags_the_history_does_not_explain_change_at_the_last_update(fake, url):
+    customer, agent = fake.user("Cy Customer"), fake.user("Al Agent", "Agent")
+    tid = fake.create(minutes(0), customer)
+    fake.tag(tid, minutes(10), agent, "prio")
+    fake.tags[tid] = ["priority"]  # an admin renamed the tag: no history entry
+    fake.article(tid, minutes(20), agent, "Agent")
+    store = Store()
+    store.sync(connect(url))
+    assert tag_events(store.history(tid)) == [
+        (minutes(10), frozenset({"prio", "priority"}), frozenset({"priority"})),
+        (minutes(20), frozenset({"priority"}), frozenset({"prio", "priority"})),
+    ]
+    assert store.fields[str(tid)]["tags"] == frozenset({"priority"})
+
+
+def test_a_tags_answer_without_a_list_is_retried(fake, url):
+    customer = fake.user("Cy Customer")
+    fake.create(minutes(0), customer)
+    fake.fail("/api/v1/tags", "truncate")
+    store = Store()
+    with pytest.raises(RetriableError):
+        store.sync(connect(url))
+    assert store.cursor is None  # nothing stored past it
+    store.sync(connect(url))
+    assert store.delivered == ["1"]
+
+
+NO_SLA = {
+    "policies": [
+        {"name": "standard", "match": {"tags_none": ["no-sla"]},
+         "targets": {"first_response": "1h", "resolution": "1d"}},
+    ],
+}  # fmt: skip
+
+
+def test_a_no_sla_tag_added_later_stops_the_policy(fake, url, tmp_path):
+    customer, agent = fake.user("Cy Customer"), fake.user("Al Agent", "Agent")
+    tagged = fake.create(minutes(0), customer, title="Tagged later")
+    fake.tag(tagged, minutes(30), agent, "no-sla")
+    untagged = fake.create(minutes(1), customer, title="Never tagged")
+    connector = connect(url, per_page=2)
+    app = monitor_app(tmp_path, url, connector, NO_SLA)
+    assert app.extensions["slamon"].scheduler.sync_once("zm")
+    policies = rules.load_rules(NO_SLA)
+    with app.app_context():
+        stored, tags = {}, {}
+        for tid in (tagged, untagged):
+            ticket = db.session.scalars(select(Ticket).where(Ticket.source_id == str(tid))).one()
+            stored[tid], tags[tid] = stored_clocks(ticket.id), ticket.tags
+    assert tags == {tagged: ["no-sla"], untagged: []}
+    # Both ran under the policy; the tag took the policy away 30 minutes in.
+    assert {(row[0], row[2]) for row in stored[tagged]} == {
+        ("first_response", "cancelled"), ("resolution", "cancelled")
+    }  # fmt: skip
+    assert {row[5] for row in stored[tagged]} == {minutes(30)}  # stopped at the tag
+    assert {(row[0], row[2]) for row in stored[untagged]} == {
+        ("first_response", "breached"), ("resolution", "breached")
+    }  # fmt: skip
+    # What the engine gives for the history the connector delivered.
+    store = Store()
+    store.sync(connect(url))
+    for tid in (tagged, untagged):
+        expected = rules.evaluate("zm", store.history(tid), policies, NOW)
+        assert stored[tid] == sorted(
+            (c.metric, c.cycle, c.state, c.started_at, c.deadline, c.stopped_at,
+             c.elapsed_seconds, c.target_seconds) for c in expected.clocks
+        )  # fmt: skip
+
+
+# -- hard deletions ------------------------------------------------------------------------
+
+
+def ticket_reads(fake: FakeZammad) -> list[str]:
+    return [path.rstrip("?") for method, path, _ in fake.log
+            if method == "GET" and path.startswith("/api/v1/tickets/")]  # fmt: skip
+
+
+@pytest.mark.parametrize("fake", [5, 6], ids=["zammad5-assets", "zammad6-array"], indirect=True)
+def test_a_destroyed_ticket_is_removed_on_the_next_sync(fake, url):
+    customer, agent = fake.user("Cy Customer"), fake.user("Al Agent", "Agent")
+    a, b, c, solved = (fake.create(minutes(m * 60), customer) for m in range(4))
+    fake.change(solved, minutes(200), agent, state="closed")
+    recent = fake.create(minutes(300), customer)  # in every later sync's overlap
+    store = Store()
+    store.sync(connect(url))
+    assert store.cursor is not None and store.cursor["open"] == [a, b, c, recent]
+    assert checks(fake) == []  # every open ticket was in this sync's search
+    fake.destroy(b)
+    batches = store.sync(connect(url))
+    assert checks(fake) == [[str(a), str(b), str(c)]]  # one search for all not walked
+    assert ticket_reads(fake) == [f"/api/v1/tickets/{b}"]  # only the one it did not find
+    assert [ch.ticket for ch in batches[-1].changes] == [str(b)]
+    assert shape(store.history(b))[-1] == ("removed", NOW, "deleted")
+    assert store.fields[str(b)]["status"] == "closed"
+    for kept in (a, c, solved, recent):
+        assert not any(isinstance(e, Removed) for e in store.history(kept))
+    assert store.cursor["open"] == [a, c, recent]
+    again = store.sync(connect(url))
+    assert [len(batch.changes) for batch in again] == [0]
+    assert checks(fake)[-1] == [str(a), str(c)]
+    assert len(ticket_reads(fake)) == 1
+
+
+def test_a_404_that_is_not_zammads_is_no_deletion(fake, url):
+    customer = fake.user("Cy Customer")
+    a, b = fake.create(minutes(0), customer), fake.create(minutes(60), customer)
+    store = Store()
+    store.sync(connect(url))
+    fake.destroy(a)
+    late = fake.create(minutes(120), customer)
+    fake.proxy_404 = True
+    fake.fail(f"/api/v1/tickets/{a}", 404)  # a proxy's page, not Zammad's answer
+    stored: list[Batch] = []
+    with pytest.raises(RetriableError, match="404 without Zammad's error"):
+        store.sync(connect(url), into=stored)
+    assert [ch.ticket for batch in stored for ch in batch.changes] == [str(late)]  # kept
+    assert not any(isinstance(e, Removed) for t in (a, b) for e in store.history(t))
+    assert store.cursor is not None and a in store.cursor["open"]
+    store.sync(connect(url))  # Zammad's own answer now
+    assert shape(store.history(a))[-1] == ("removed", NOW, "deleted")
+    assert not any(isinstance(e, Removed) for e in store.history(b))
+
+
+def test_a_ticket_the_token_no_longer_sees_is_not_deleted(fake, url):
+    customer = fake.user("Cy Customer")
+    a, b = fake.create(minutes(0), customer), fake.create(minutes(60), customer)
+    store = Store()
+    store.sync(connect(url))
+    fake.gone.add(a)  # out of the search ...
+    fake.fail(f"/api/v1/tickets/{a}", 403)  # ... and not the token's to read
+    batches = store.sync(connect(url))
+    assert [len(batch.changes) for batch in batches] == [0]
+    assert not any(isinstance(e, Removed) for e in store.history(a))
+    assert store.cursor is not None and store.cursor["open"] == [b]
+    assert any("no longer visible" in note for note in store.notes)
+
+
+def test_the_open_tickets_kept_are_bounded_and_checked_in_turn(fake, url):
+    customer = fake.user("Cy Customer")
+    ids = [fake.create(minutes(m * 60), customer) for m in range(6)]
+    store = Store()
+    connector = connect(url, remember=4, check=2)
+    store.sync(connector)
+    assert store.cursor is not None and store.cursor["open"] == ids[2:]  # the newest four
+    for _ in range(3):
+        store.sync(connector)
+    # The newest is in every sync's overlap; the other three are checked two at a time.
+    assert checks(fake) == [[str(ids[2]), str(ids[3])], [str(ids[4]), str(ids[2])],
+                            [str(ids[3]), str(ids[4])]]  # fmt: skip
+    assert store.cursor["open"] == ids[2:]
+    assert ticket_reads(fake) == []
+    newcomer = fake.create(minutes(400), customer)
+    store.sync(connector)
+    assert store.cursor["open"] == [*ids[3:], newcomer]  # the oldest one let go
+
+
 # -- webhooks ------------------------------------------------------------------------------
 
 
@@ -420,10 +633,10 @@ def test_webhook_signatures(url):
 # -- the scenario through the monitor --------------------------------------------------------
 
 
-def monitor_app(tmp_path: Path, url: str, connector: ZammadConnector) -> Any:
+def monitor_app(tmp_path: Path, url: str, connector: ZammadConnector, policies: Any = None) -> Any:
     config = {
         "database": f"sqlite:///{tmp_path / 'slamon.db'}",
-        **scenario.RULES,
+        **(policies or scenario.RULES),
         "connectors": [{"name": "zm", "type": "zammad", "url": url, "token": TOKEN,
                         "webhook_secret": SECRET, "start": START.isoformat(), **SITE}],
     }  # fmt: skip

@@ -12,19 +12,24 @@ an array (``with_total_count`` → ``{records, total_count}``, ``full`` → ``{r
 assets, total_count}``). Also ``/ticket_articles/by_ticket/{id}`` (all articles, with their
 association names), ``/ticket_history/{id}`` (``{"history", "assets"}``, ordered
 ``created_at, id``, names in ``value_*``, ids in ``id_*``, article creations included),
-and the paginated indexes ``/ticket_states`` (state_type_id only), ``/ticket_priorities``,
-``/groups``. A gone ticket's articles and history 404 (``Couldn't find Ticket with
-'id'=N``).
+the paginated indexes ``/ticket_states`` (state_type_id only), ``/ticket_priorities``,
+``/groups``, ``GET /tickets/{id}``, and ``GET /tags?object=Ticket&o_id=N`` → ``{"tags":
+[names]}`` (zammad/zammad ``tags_controller.rb``: ``Tag.tag_list``, which looks up no
+ticket, so an unknown or destroyed one has none). A gone ticket's articles, history and
+``/tickets/{id}`` 404 (``Couldn't find Ticket with 'id'=N``).
 
 Tickets change through methods that write articles and history as Zammad does: the
 creation logs the ticket and its first article; a change logs ``updated`` entries with
-the names; every change bumps ``updated_at``. Zammad has no satisfaction ratings: the
-scenario's ratings are not told (:meth:`load`).
+the names; a tag added or removed (:meth:`tag`, :meth:`untag`) logs ``added``/``removed``
+with ``attribute`` ``tag`` and the name in ``value_to`` (``tag/writes_to_ticket_history.rb``)
+and touches the ticket (``touch_reference_by_params``); every change bumps ``updated_at``.
+Zammad has no satisfaction ratings: the scenario's ratings are not told (:meth:`load`).
 
 Zammad (5.2) has no general REST rate limit and no rate headers (B8): :meth:`limit` serves
 what a throttle in front of it (Rack::Attack's style) answers: 429, ``Retry-After``, a plain
 ``Retry later`` body, counting requests that came before Retry-After elapsed in ``early``.
-Faults on demand: :meth:`fail` (5xx answers, a 404, "truncate", or "pass" to let one by),
+Faults on demand: :meth:`fail` (5xx answers, a 404, "truncate", or "pass" to let one by;
+with ``proxy_404`` a planned 404 is a reverse proxy's HTML page, not Zammad's JSON),
 :meth:`revoke`, ``repeat`` (the search ignores ``page``).
 """
 
@@ -85,6 +90,7 @@ class FakeZammad(Faults):
         self.tickets: dict[int, dict[str, Any]] = {}
         self.articles: dict[int, list[dict[str, Any]]] = {}
         self.history: dict[int, list[dict[str, Any]]] = {}
+        self.tags: dict[int, list[str]] = {}
         self.gone: set[int] = set()
         self._ticket_ids = itertools.count(1)
         self._article_ids = itertools.count(1)
@@ -92,6 +98,7 @@ class FakeZammad(Faults):
         self._user_ids = itertools.count(2)
         self._group_ids = itertools.count(1)
         self.repeat = False  # the search answers page 1 whatever page is asked
+        self.proxy_404 = False  # planned 404s come from a proxy in front (an HTML page)
         self.log: list[tuple[str, str, Any]] = []  # (method, full path, JSON body)
         self.lock = threading.Lock()
         self.users[SYSTEM_USER] = {"id": SYSTEM_USER, "login": "-", "firstname": "-",
@@ -252,6 +259,24 @@ class FakeZammad(Faults):
                           attribute="pending_time", value_from="", value_to=reminder)  # fmt: skip
         self._touch(tid, when, author)
 
+    def tag(self, tid: int, when: dt.datetime, author: int, name: str) -> None:
+        """A tag added (``Tag.tag_add``: nothing happens when the ticket has it already)."""
+        have = self.tags.setdefault(tid, [])
+        if name in have:
+            return
+        have.append(name)
+        self._log(tid, when, author, "added", "Ticket", tid, attribute="tag", value_to=name)
+        self._touch(tid, when, author)
+
+    def untag(self, tid: int, when: dt.datetime, author: int, name: str) -> None:
+        """A tag removed (``Tag.tag_remove``: logged for each tag row destroyed)."""
+        have = self.tags.setdefault(tid, [])
+        if name in have:
+            have.remove(name)
+            self._log(tid, when, author, "removed", "Ticket", tid, attribute="tag",
+                      value_to=name)  # fmt: skip
+        self._touch(tid, when, author)
+
     def merge(self, tid: int, into: int, when: dt.datetime, author: int) -> None:
         self.change(tid, when, author, state="merged")
 
@@ -259,8 +284,10 @@ class FakeZammad(Faults):
         self.change(tid, when, author, state="removed")
 
     def destroy(self, tid: int) -> None:
-        """Deleted for good: the search no longer finds it, its articles and history 404."""
+        """Deleted for good: the search no longer finds it, its articles, history and
+        ``/tickets/{id}`` 404, its tags are gone (``tag_destroy``)."""
         self.gone.add(tid)
+        self.tags.pop(tid, None)
 
     def load(self, stories: Iterable[Story]) -> dict[str, int]:
         """The scenario's stories as tickets: an agent, an admin, one customer per story, a
@@ -330,6 +357,7 @@ class FakeZammad(Faults):
         app.add_url_rule("/api/v1/tickets/<int:tid>", view_func=self._ticket)
         app.add_url_rule("/api/v1/ticket_articles/by_ticket/<int:tid>", view_func=self._articles)
         app.add_url_rule("/api/v1/ticket_history/<int:tid>", view_func=self._history)
+        app.add_url_rule("/api/v1/tags", view_func=self._tags)
         for name in ("ticket_states", "ticket_priorities", "groups"):
             app.add_url_rule(f"/api/v1/{name}", endpoint=name,
                              view_func=lambda name=name: self._index(name))  # fmt: skip
@@ -346,6 +374,8 @@ class FakeZammad(Faults):
         return Response("Retry later\n", 429, headers)
 
     def _failed(self, status: int) -> Any:
+        if status == 404 and self.proxy_404:
+            return "<html><body><h1>404 Not Found</h1>nginx</body></html>", 404
         message = ERRORS.get(status)
         if message is None:
             return f"<html><body>{status}</body></html>", status
@@ -453,6 +483,16 @@ class FakeZammad(Faults):
         users = {str(e["created_by_id"]): self.users[e["created_by_id"]] for e in entries}
         users[str(ticket["customer_id"])] = self.users[ticket["customer_id"]]
         return jsonify(history=entries, assets={"User": users, "Ticket": {str(tid): ticket}})
+
+    def _tags(self) -> Any:
+        with self.lock:
+            try:
+                tid = int(request.args.get("o_id") or 0)
+            except ValueError:
+                tid = 0
+            if request.args.get("object") != "Ticket":
+                return jsonify(tags=[])
+            return jsonify(tags=list(self.tags.get(tid, [])))
 
     def _index(self, name: str) -> Any:
         table = {"ticket_states": self.states, "ticket_priorities": self.priorities,
