@@ -788,3 +788,28 @@ connectors: []
 def test_database_password_is_masked_in_repr():
     config = Config(database="postgresql+psycopg://slamon:hunter2@db/slamon")
     assert "hunter2" not in repr(config) and "slamon:***@db" in repr(config)
+
+
+def test_the_commented_connector_examples_are_valid(monkeypatch, tmp_path):
+    """The example config's commented-out sources (imap, gmail, graph, bitrix24), taken in,
+    load and build: what a user uncomments works."""
+    taken, inside = [], False
+    for line in (EXAMPLES / "slamon.yaml").read_text().splitlines():
+        inside = line.startswith("  # - name:") or (inside and line.startswith("  #   "))
+        if inside:
+            taken.append("  " + line[4:])  # "  # - name: x" -> "  - name: x"
+    types = {line.strip() for line in taken if line.strip().startswith("type:")}
+    assert types == {"type: imap", "type: gmail", "type: graph", "type: bitrix24"}
+    env = {"IMAP_PASSWORD": "imap-pw", "GMAIL_CLIENT_SECRET": "g-secret",
+           "GMAIL_REFRESH_TOKEN": "g-refresh", "GRAPH_CLIENT_SECRET": "m-secret",
+           "BITRIX24_WEBHOOK_URL": "https://acme.bitrix24.com/rest/1/c0de/",
+           "BITRIX24_APP_TOKEN": "app-token"}  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    path = tmp_path / "slamon.yaml"
+    path.write_text("connectors:\n" + "\n".join(taken) + "\n")
+    config = load_config(path, now=NOW)
+    assert sorted(c.type for c in config.connectors) == ["bitrix24", "gmail", "graph", "imap"]
+    build_connectors(config)
+    shown = repr([c.public() for c in config.connectors])
+    assert not any(value in shown for value in env.values())
