@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from rules.events import Event, FieldValue
 
 Cursor = dict[str, Any]  # JSON-serialisable; opaque to everyone but its connector
+START_BACK = dt.timedelta(days=30)  # how far a first sync reaches back when no start is set
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,12 @@ def aware(value: Any, what: str) -> dt.datetime:
     if not isinstance(value, dt.datetime):
         raise FatalError(f"{what} is not a point in time: {value!r}")
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def start_of(options: Mapping[str, Any], source: str, now: dt.datetime) -> dt.datetime:
+    """How far back a first sync reaches: the ``start`` option, else 30 days before ``now``."""
+    start = options.get("start")
+    return aware(start, f"{source}: start") if start is not None else now - START_BACK
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

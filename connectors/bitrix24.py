@@ -30,8 +30,8 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
-    aware,
     register,
+    start_of,
     utc_now,
 )
 from connectors.bitrix24_calls import calls
@@ -53,7 +53,6 @@ from connectors.bitrix24_policies import suggested_policies
 from connectors.bitrix24_sessions import session_changes, sessions
 
 TOKEN = "refresh_token"  # the cursor's key for the rotated OAuth refresh token (a secret)
-START_BACK = dt.timedelta(days=30)
 
 
 @register
@@ -102,8 +101,7 @@ class Bitrix24Connector(Connector):
         secret = options.get("webhook_secret")
         self.webhook_secret = str(secret) if secret else None
         self._clock = clock
-        start = options.get("start")
-        self.start = aware(start, "bitrix24: start") if start is not None else clock() - START_BACK
+        self.start = start_of(options, "bitrix24", clock())
         self.oauth_url = str(oauth_url or options.get("oauth_url") or OAUTH_SERVER)
         self.rate, self.burst, self.batched = rate, burst, batched
         self._line_names: dict[str, str] = {}

@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import email.utils
 import hmac
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
-
-import requests
 
 from connectors.base import (
     Batch,
@@ -37,8 +34,11 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
+    header,
     numeric_id,
     register,
+    start_of,
+    utc_now,
 )
 from connectors.freshdesk_cursor import OVERLAP, State, Window, key_of
 from connectors.freshdesk_history import (
@@ -49,7 +49,7 @@ from connectors.freshdesk_history import (
     status_choices,
     ticket_change,
 )
-from connectors.http import Http
+from connectors.http import Http, server_time
 from rules.events import Removal
 
 SETTLED = dt.timedelta(seconds=2)  # a second this far back on the server is closed
@@ -74,7 +74,7 @@ class FreshdeskConnector(Connector):
             raise FatalError("freshdesk: `url` (or `domain`) and `api_key` are required")
         self.url = str(url).rstrip("/")
         self.api_key = key
-        self.start = _start(options.get("start"))
+        self.start = start_of(options, "freshdesk", utc_now())
         self.webhook_secret = options.get("webhook_secret") or None
         self.account = Account(
             self.url,
@@ -254,7 +254,7 @@ class FreshdeskConnector(Connector):
             if not isinstance(body, list):
                 raise RetriableError(f"freshdesk: /api/v2/{path} did not answer a list")
             more = "next" in response.links
-            yield body, _server_time(response), more
+            yield body, server_time(response) or utc_now(), more
             if not more:
                 return
             page += 1
@@ -304,8 +304,8 @@ class FreshdeskConnector(Connector):
         if not self.webhook_secret:
             return False
         expected = str(self.webhook_secret).encode()
-        offered = [_header(headers, WEBHOOK_HEADER)]
-        authorization = _header(headers, "Authorization")
+        offered = [header(headers, WEBHOOK_HEADER) or ""]
+        authorization = header(headers, "Authorization") or ""
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "basic":
             try:
@@ -321,37 +321,8 @@ class FreshdeskConnector(Connector):
         return matched
 
 
-def _server_time(response: requests.Response) -> dt.datetime:
-    try:
-        return email.utils.parsedate_to_datetime(response.headers["Date"]).astimezone(dt.UTC)
-    except (KeyError, TypeError, ValueError):
-        return dt.datetime.now(dt.UTC)
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    value = headers.get(name)
-    if value is None:  # a plain dict: look case-insensitively
-        value = next((v for k, v in headers.items() if k.lower() == name.lower()), "")
-    return str(value or "")
-
-
 def _domain_url(domain: Any) -> str | None:
     if not domain:
         return None
     domain = str(domain)
     return f"https://{domain if '.' in domain else domain + '.freshdesk.com'}"
-
-
-def _start(value: Any) -> dt.datetime:
-    if value is None:
-        return dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=30)
-    if isinstance(value, str):
-        parsed = instant(value)
-        if parsed is None:
-            raise FatalError(f"freshdesk: start is not a point in time: {value!r}")
-        return parsed
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    if isinstance(value, dt.date):
-        return dt.datetime.combine(value, dt.time(), dt.UTC)
-    raise FatalError(f"freshdesk: start is not a point in time: {value!r}")

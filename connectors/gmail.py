@@ -53,8 +53,8 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
-    aware,
     register,
+    start_of,
     utc_now,
 )
 from connectors.http import Http
@@ -68,7 +68,6 @@ HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID", "In-Reply-To", "
 HISTORY_TYPES = ("messageAdded", "labelAdded", "labelRemoved")
 PAGE = 500  # the documented maximum of messages.list and history.list
 CHUNK = 500  # changes per Batch
-START_BACK = dt.timedelta(days=30)
 RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 RETRY_AT = re.compile(r"Retry after (\d{4}-\d\d-\d\dT[\d:.]+Z)")
 MAX_PAGES = 100_000  # a loop guard
@@ -135,8 +134,7 @@ class GmailConnector(Connector):
         self.solved_label = options.get("solved_label") or None
         self.pending_on_reply = bool(options.get("pending_on_reply"))
         self._clock, self.page = clock, page
-        start = options.get("start")
-        self.start = aware(start, "gmail: start") if start is not None else clock() - START_BACK
+        self.start = start_of(options, "gmail", clock())
         form = {
             "grant_type": "refresh_token",
             "client_id": self.client_id,

@@ -48,8 +48,8 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
-    aware,
     register,
+    start_of,
     utc_now,
 )
 from connectors.http import Http
@@ -65,7 +65,6 @@ SELECT = ("id,internetMessageId,conversationId,subject,from,sender,toRecipients,
 RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired"})
 PAGE = 100
 CHUNK = 500
-START_BACK = dt.timedelta(days=30)
 MAX_PAGES = 100_000  # a loop guard
 MAX_KNOWN = 50_000  # message ids remembered (their thread) for moves out of the solved folder
 WELL_KNOWN = frozenset({"inbox", "sentitems", "deleteditems", "drafts", "junkemail", "archive",
@@ -109,8 +108,7 @@ class GraphConnector(Connector):
         self.solved_folder = options.get("solved_folder") or None
         self.pending_on_reply = bool(options.get("pending_on_reply"))
         self._clock, self.page = clock, page
-        start = options.get("start")
-        self.start = aware(start, "graph: start") if start is not None else clock() - START_BACK
+        self.start = start_of(options, "graph", clock())
         form = {
             "client_id": self.client_id,
             "scope": SCOPE,

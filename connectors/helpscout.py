@@ -38,7 +38,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
-import email.utils
 import hashlib
 import hmac
 import threading
@@ -55,10 +54,10 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
-    aware,
     header,
     numeric_id,
     register,
+    start_of,
     utc_now,
 )
 from connectors.helpscout_mapping import ValueMap, fields_of, history, instant, iso, stamp
@@ -73,7 +72,7 @@ from connectors.helpscout_ratings import (
     report_page,
     row_key,
 )
-from connectors.http import Http
+from connectors.http import Http, server_time
 from connectors.oauth import AccessToken
 from rules.events import Removal
 
@@ -82,7 +81,6 @@ TOKEN = "/v2/oauth2/token"
 LIST = "/v2/conversations"
 OVERLAP = dt.timedelta(seconds=60)
 SETTLED = dt.timedelta(seconds=2)  # a second this far back on the server is closed
-START_BACK = dt.timedelta(days=30)
 WEB = "https://secure.helpscout.net/conversation"
 SIGNATURE = "X-HelpScout-Signature"
 NOT_A_RATING = (
@@ -120,8 +118,7 @@ class HelpscoutConnector(Connector):
             raise FatalError("helpscout: give app_id and app_secret")
         self.app_id, self.app_secret = str(app_id), str(secret)
         self._clock = clock
-        start = options.get("start")
-        self.start = aware(start, "helpscout: start") if start is not None else clock() - START_BACK
+        self.start = start_of(options, "helpscout", clock())
         self.mapping = ValueMap(options.get("statuses") or {}, options.get("priorities") or {})
         self.mailbox_filter = [str(m) for m in options.get("mailboxes") or ()]
         secret_hook = options.get("webhook_secret")
@@ -175,7 +172,8 @@ class HelpscoutConnector(Connector):
         while True:
             query = {**params, "modifiedSince": iso(since - OVERLAP), "page": page}
             response = self._get(http, LIST, query)
-            body, server_now = _page(http, response, "conversations", LIST), _server_time(response)
+            body = _page(http, response, "conversations", LIST)
+            server_now = server_time(response) or utc_now()
             changes = []
             for conversation in body["_embedded"]["conversations"]:
                 if not _has_id(conversation):
@@ -299,7 +297,7 @@ class HelpscoutConnector(Connector):
         conversation = _page(http, response, "threads", path)
         if not _has_id(conversation):
             raise RetriableError(f"helpscout: {path} is not a conversation")
-        server_now = _server_time(response)
+        server_now = server_time(response) or utc_now()
         return self._change(http, conversation, mailboxes, _Window(self.start), server_now)
 
     def webhook_tickets(self, body: bytes) -> Sequence[str]:
@@ -455,13 +453,3 @@ def _has_next(body: Mapping[str, Any]) -> bool:
     page = body.get("page") or {}
     number, total = page.get("number"), page.get("totalPages")
     return isinstance(number, int) and isinstance(total, int) and 0 < number < total
-
-
-def _server_time(response: requests.Response) -> dt.datetime:
-    value = response.headers.get("Date")
-    if value:
-        try:
-            return email.utils.parsedate_to_datetime(value).astimezone(dt.UTC)
-        except (TypeError, ValueError):
-            pass
-    return utc_now()

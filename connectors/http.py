@@ -5,6 +5,7 @@ errors sorted into :class:`RetriableError` and :class:`FatalError` with no secre
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import json
 import random
@@ -37,6 +38,15 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def server_time(response: requests.Response) -> dt.datetime | None:
+    """The source's clock: an answer's ``Date`` header, None when it has none."""
+    value = response.headers.get("Date")
+    try:
+        return email.utils.parsedate_to_datetime(value).astimezone(dt.UTC) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def holding_list(source: str, data: Any, key: str, path: str) -> dict[str, Any]:

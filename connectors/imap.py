@@ -48,6 +48,7 @@ from connectors.base import (
     TicketChange,
     aware,
     register,
+    start_of,
     utc_now,
 )
 from connectors.mail import Agents, Mail, Threads, mail_from_headers, read_headers
@@ -60,7 +61,6 @@ HEADERS = (
 SECTION = f"BODY.PEEK[HEADER.FIELDS ({' '.join(HEADERS)})]"
 PER_ROUND = 200  # new messages per folder per batch
 RECENT_UIDS = 2000  # UIDs per folder whose flags are followed
-START_BACK = dt.timedelta(days=30)
 IDLE_RENEW = 25 * 60.0  # RFC 2177: re-issue IDLE well before the 30-minute logout
 
 
@@ -109,8 +109,7 @@ class ImapConnector(Connector):
         self.agents = Agents(options.get("agents") or ())
         self.pending_on_reply = bool(options.get("pending_on_reply", False))
         self._clock = clock
-        start = options.get("start")
-        self.start = aware(start, "imap: start") if start is not None else clock() - START_BACK
+        self.start = start_of(options, "imap", clock())
         self.per_round = per_round
         self.timeout = timeout
         self._condstore = False

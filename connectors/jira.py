@@ -45,10 +45,10 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
-    aware,
     header,
     numeric_id,
     register,
+    start_of,
     utc_now,
 )
 from connectors.http import Http, holding_list
@@ -67,7 +67,6 @@ SEARCH = "/rest/api/3/search/jql"
 PER_PAGE = 100  # issues per search page: each costs a changelog and a comments request or more
 PAGE_SIZE = 100  # changelog and comment pages
 LOOKBACK = dt.timedelta(minutes=2)  # search is eventually consistent; JQL has whole minutes
-START_BACK = dt.timedelta(days=30)
 CHANNEL_QUERIES = ("email", "api", "jira")  # request-channel-type values asked for; else web
 FIELDS = ("summary", "status", "priority", "issuetype", "labels", "reporter", "creator",
           "created", "updated", "project", "description", "resolutiondate")  # fmt: skip
@@ -113,8 +112,7 @@ class JiraConnector(Connector):
         self.projects = projects
         self.jql = str(options["jql"]).strip() if options.get("jql") else None
         self._clock = clock
-        start = options.get("start")
-        self.start = aware(start, "jira: start") if start is not None else clock() - START_BACK
+        self.start = start_of(options, "jira", clock())
         self.mapping = ValueMap(options.get("statuses") or {}, options.get("priorities") or {})
         secret = options.get("webhook_secret")
         self.webhook_secret = str(secret) if secret else None

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import email.utils
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -48,11 +47,11 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
-    aware,
     register,
+    start_of,
     utc_now,
 )
-from connectors.http import Http
+from connectors.http import Http, server_time
 from connectors.rt_mapping import (
     Directory,
     ValueMap,
@@ -72,7 +71,6 @@ TICKET_FIELDS = "Subject,Status,Created,LastUpdated,Queue,Requestor,Priority"
 HISTORY_FIELDS = "Type,Created,Creator,Field,OldValue,NewValue"
 PER_PAGE = 50  # tickets per search page: each costs a history request or more
 HISTORY_PAGE = 100
-START_BACK = dt.timedelta(days=30)
 # A search that names no Status leaves deleted tickets out; these bring them in too.
 EVERY_STATUS = "(Status = '__Active__' OR Status = '__Inactive__' OR Status = 'deleted')"
 
@@ -109,8 +107,7 @@ class RtConnector(Connector):
         else:
             raise FatalError("rt: give token, or username + password")
         self._clock = clock
-        start = options.get("start")
-        self.start = aware(start, "rt: start") if start is not None else clock() - START_BACK
+        self.start = start_of(options, "rt", clock())
         self.queues = [str(q) for q in options.get("queues") or ()]
         self.mapping = ValueMap(options.get("statuses") or {}, options.get("priorities") or {})
         self.per_page = per_page
@@ -251,7 +248,7 @@ class RtConnector(Connector):
             pages = int(float(body.get("pages") or 0))
         except (TypeError, ValueError):
             pages = 0
-        return tickets, pages, _server_time(response.headers.get("Date")) or self._clock()
+        return tickets, pages, server_time(response) or self._clock()
 
     def _change(self, http: Http, ticket: dict[str, Any]) -> TicketChange:
         tid = str(ticket["id"])
@@ -349,15 +346,6 @@ def _quoted(value: str) -> str:
 
 def _stamp(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _server_time(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value).astimezone(dt.UTC)
-    except (TypeError, ValueError):
-        return None
 
 
 def _from_rt(response: Any) -> bool:

@@ -59,10 +59,10 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
-    aware,
     header,
     numeric_id,
     register,
+    start_of,
     utc_now,
 )
 from connectors.http import Http
@@ -85,7 +85,6 @@ CHECK = MAX_PER_PAGE  # remembered tickets checked per sync: one search page
 CONFIRM = 20  # tickets the check's search did not return, asked for one by one per sync
 INDEX_PAGE = 100  # CanPaginate's default for the reference lists
 OVERLAP = dt.timedelta(minutes=5)
-START_BACK = dt.timedelta(days=30)
 SIGNATURE = "X-Hub-Signature"
 
 
@@ -115,8 +114,7 @@ class ZammadConnector(Connector):
         self.base = url
         self._token = str(token)
         self._clock = clock
-        start = options.get("start")
-        self.start = aware(start, "zammad: start") if start is not None else clock() - START_BACK
+        self.start = start_of(options, "zammad", clock())
         self.mapping = ValueMap(options.get("statuses") or {}, options.get("priorities") or {})
         secret = options.get("webhook_secret")
         self.webhook_secret = str(secret) if secret else None

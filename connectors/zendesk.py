@@ -31,10 +31,10 @@ from connectors.base import (
     FatalError,
     RetriableError,
     TicketChange,
-    aware,
     header,
     numeric_id,
     register,
+    start_of,
     utc_now,
 )
 from connectors.http import Http, holding_list
@@ -53,7 +53,6 @@ PER_PAGE = 100  # tickets per export page: each costs one audits request or more
 PAGE_SIZE = 100  # cursor pagination's largest page (audits, groups)
 USERS_PER_CALL = 100  # users/show_many takes at most 100 ids
 START_LAG = dt.timedelta(seconds=60)  # "start_time must be at least one minute in the past"
-START_BACK = dt.timedelta(days=30)
 SIGNATURE = "X-Zendesk-Webhook-Signature"
 SIGNATURE_TIME = "X-Zendesk-Webhook-Signature-Timestamp"
 
@@ -92,8 +91,7 @@ class ZendeskConnector(Connector):
         else:
             raise FatalError("zendesk: give email + token, or oauth_token")
         self._clock = clock
-        start = options.get("start")
-        self.start = aware(start, "zendesk: start") if start is not None else clock() - START_BACK
+        self.start = start_of(options, "zendesk", clock())
         self.mapping = ValueMap(options.get("statuses") or {}, options.get("priorities") or {})
         secret = options.get("webhook_secret")
         self.webhook_secret = str(secret) if secret else None

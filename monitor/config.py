@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from connectors.base import START_BACK
 from monitor.config_file import REDACTED, Document, Loc, read
 from monitor.config_file import ConfigErrors as ConfigErrors  # re-exported
 from rules.errors import ConfigError
@@ -48,7 +49,6 @@ from rules.schema import (
 
 DEFAULT_DATABASE = "sqlite:///slamon-data/slamon.db"
 DEFAULT_LISTEN = "127.0.0.1:9181"
-START_BACK = dt.timedelta(days=30)
 SECRET_KEYS = frozenset(
     {"token", "oauth_token", "api_key", "pat", "password", "app_secret", "client_secret"}
     | {"refresh_token", "webhook_secret", "api_token"}
