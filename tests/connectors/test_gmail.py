@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,24 +33,14 @@ from rules.events import Created, FieldChange, Message
 from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks
 from tests.fakes import scenario
 from tests.fakes.gmail import AGENT, MAILBOX, FakeGmail
-from tests.fakes.scenario import STORIES, T0, Step, Story
-from tests.fakes.serve import FakeServer, fake_server
+from tests.fakes.scenario import STORIES, T0, Step, Story, minutes
+from tests.fakes.serve import FakeServer
 
 CLIENT_ID, CLIENT_SECRET = "gm-7c1d.apps.googleusercontent.com", "GOCSPX-s3cret-9f8e7d6c"
 REFRESH = "1//0g-refresh-token-5b4a3c2d1e"
 NOW = T0 + dt.timedelta(days=2)
 RULES = rules.load_rules(scenario.RULES)
 USERS = "/gmail/v1/users/me"
-
-
-def minutes(m: float) -> dt.datetime:
-    return T0 + dt.timedelta(minutes=m)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    with fake_server() as server:
-        yield server
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -34,23 +33,13 @@ from rules.events import Created, FieldChange, Message
 from tests.connectors.harness import Store, engine_clocks, stored_clocks
 from tests.fakes import scenario
 from tests.fakes.graph import AGENT, MAILBOX, FakeGraph
-from tests.fakes.scenario import STORIES, T0, Step, Story
-from tests.fakes.serve import FakeServer, fake_server
+from tests.fakes.scenario import STORIES, T0, Step, Story, minutes
+from tests.fakes.serve import FakeServer
 
 TENANT, CLIENT_ID, CLIENT_SECRET = "acme-tenant-1", "graph-app-7c1d", "gr4ph~s3cret.9f8e7d"
 NOW = T0 + dt.timedelta(days=2)
 RULES = rules.load_rules(scenario.RULES)
 DELTA = "/messages/delta"
-
-
-def minutes(m: float) -> dt.datetime:
-    return T0 + dt.timedelta(minutes=m)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    with fake_server() as server:
-        yield server
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -41,8 +41,8 @@ from rules.events import Created, Event, FieldChange, Message, Rating, Removed
 from tests.connectors.harness import Store, engine_clocks, stored_clocks, webhook_refetch
 from tests.fakes import scenario
 from tests.fakes.helpscout import FakeHelpScout
-from tests.fakes.scenario import STORIES, T0, Story
-from tests.fakes.serve import FakeServer, fake_server
+from tests.fakes.scenario import STORIES, T0, Story, minutes
+from tests.fakes.serve import FakeServer
 
 APP_ID, APP_SECRET = "hs-app-7c1d", "hs-s3cret-9f8e7d6c5b4a"
 NOW = T0 + dt.timedelta(days=2)
@@ -53,10 +53,6 @@ BODY = b'{"id":12345,"number":42,"status":"active"}'
 LIST = "/v2/conversations"
 REPORT = "/v2/reports/happiness/ratings"
 PLAN = "ratings need Help Scout Plus or Pro: not read"
-
-
-def minutes(m: float) -> dt.datetime:
-    return T0 + dt.timedelta(minutes=m)
 
 
 def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
@@ -70,12 +66,6 @@ def told(story: Story) -> Story:
     """The story as Help Scout can tell it: no later priority changes."""
     steps = tuple(s for s in story.steps if s.kind != "priority")
     return dataclasses.replace(story, steps=steps)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    with fake_server() as server:
-        yield server
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,8 +37,8 @@ from rules.events import Created, Event, FieldChange, Message, Rating, Removed
 from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks, webhook_refetch
 from tests.fakes import scenario
 from tests.fakes.jira import FakeJira
-from tests.fakes.scenario import STORIES, T0, Story
-from tests.fakes.serve import FakeServer, fake_server
+from tests.fakes.scenario import STORIES, T0, Story, minutes
+from tests.fakes.serve import FakeServer
 
 EMAIL, TOKEN, PAT = "bot@acme.test", "ATATT3xFfGF0-jira-t0ken-9f8e7d", "jira-pat-1a2b3c4d5e"
 NOW = T0 + dt.timedelta(days=2)
@@ -47,16 +46,6 @@ RULES = rules.load_rules(scenario.RULES)
 SECRET = "It's a Secret to Everybody"  # the WebSub/GitHub sha256 example's key and body
 VECTOR = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
 SEARCH = "/rest/api/3/search/jql"
-
-
-def minutes(m: float) -> dt.datetime:
-    return T0 + dt.timedelta(minutes=m)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    with fake_server() as server:
-        yield server
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +36,8 @@ from monitor.models import EventRow, Ticket, db
 from rules.events import Created, Event, FieldChange, Message, Rating, Removed
 from tests.connectors.harness import Store, shape, stored_clocks, webhook_refetch
 from tests.fakes import scenario
-from tests.fakes.scenario import STORIES, T0
-from tests.fakes.serve import FakeServer, fake_server
+from tests.fakes.scenario import STORIES, T0, minutes
+from tests.fakes.serve import FakeServer
 from tests.fakes.zammad import ROLES, FakeZammad
 
 TOKEN = "zm-t0ken-4c3b2a1f9e8d7c6b"
@@ -52,18 +51,8 @@ SIGNED = {"X-Hub-Signature": "sha1=fcc6f0f39ca469a2229e209d653a0ba45e7eceba"}  #
 SEARCH = "/api/v1/tickets/search"
 
 
-def minutes(m: float) -> dt.datetime:
-    return T0 + dt.timedelta(minutes=m)
-
-
 def iso(when: dt.datetime) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    with fake_server() as server:
-        yield server
 
 
 @pytest.fixture(params=[6], ids=["zammad6"])

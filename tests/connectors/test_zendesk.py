@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,8 +31,8 @@ from monitor.models import EventRow, Ticket, db
 from rules.events import Created, FieldChange, Message, Rating, Removed
 from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks, webhook_refetch
 from tests.fakes import scenario
-from tests.fakes.scenario import STORIES, T0
-from tests.fakes.serve import FakeServer, fake_server
+from tests.fakes.scenario import STORIES, T0, minutes
+from tests.fakes.serve import FakeServer
 from tests.fakes.zendesk import FakeZendesk
 
 EMAIL, TOKEN, OAUTH = "bot@acme.test", "zd-t0ken-9f8e7d6c5b4a", "zd-oauth-1a2b3c4d5e"
@@ -46,16 +45,6 @@ DOC_VECTOR = {
 }
 DOC_BODY = b'{"event":"ticket.updated","id":123}'
 EXPORT = "/api/v2/incremental/tickets/cursor"
-
-
-def minutes(m: float) -> dt.datetime:
-    return T0 + dt.timedelta(minutes=m)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeServer]:
-    with fake_server() as server:
-        yield server
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ T0 = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)  # a Monday, 10:00 in Berlin
 Who = Literal["customer", "agent", "system"]
 
 
-def at(minutes: float) -> dt.datetime:
-    return T0 + dt.timedelta(minutes=minutes)
+def minutes(m: float) -> dt.datetime:
+    """The instant ``m`` minutes after T0."""
+    return T0 + dt.timedelta(minutes=m)
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,12 @@ class Story:
         return priority
 
 
-def _m(minutes: float, who: Who = "customer", public: bool = True) -> Step:
-    return Step(at(minutes), "message", who, public)
+def _m(m: float, who: Who = "customer", public: bool = True) -> Step:
+    return Step(minutes(m), "message", who, public)
 
 
-def _s(minutes: float, status: str) -> Step:
-    return Step(at(minutes), "status", value=status)
+def _s(m: float, status: str) -> Step:
+    return Step(minutes(m), "status", value=status)
 
 
 STORIES: tuple[Story, ...] = (
@@ -75,7 +76,7 @@ STORIES: tuple[Story, ...] = (
     Story(
         "printer",
         "Printer on fire",
-        at(0),
+        minutes(0),
         "high",
         steps=(
             _m(0),
@@ -86,14 +87,14 @@ STORIES: tuple[Story, ...] = (
             _s(120, "open"),
             _m(180, "agent"),
             _s(181, "solved"),
-            Step(at(240), "rating", value="csat", score=5),
+            Step(minutes(240), "rating", value="csat", score=5),
         ),
     ),
     # an auto-reply, then nobody answers: first response breaches
     Story(
         "refund",
         "Refund for order 1234",
-        at(10),
+        minutes(10),
         "urgent",
         steps=(
             _m(10),
@@ -104,7 +105,7 @@ STORIES: tuple[Story, ...] = (
     Story(
         "login",
         "Cannot log in",
-        at(30),
+        minutes(30),
         "normal",
         channel="web",
         steps=(
@@ -122,21 +123,21 @@ STORIES: tuple[Story, ...] = (
     Story(
         "invoice",
         "Invoice address wrong",
-        at(45),
+        minutes(45),
         "low",
         queue="Billing",
         steps=(
             _m(45),
-            Step(at(100), "priority", value="urgent"),
+            Step(minutes(100), "priority", value="urgent"),
             _s(200, "solved"),
-            Step(at(260), "rating", value="csat", score=1),
+            Step(minutes(260), "rating", value="csat", score=1),
         ),
     ),
     # an outbound ticket: the agent writes first, then the customer answers
     Story(
         "renewal",
         "Your renewal",
-        at(50),
+        minutes(50),
         "normal",
         by="agent",
         steps=(
