@@ -37,7 +37,7 @@ from rules.events import Created, Event, FieldChange, Message
 from tests.connectors.harness import Store, engine_clocks, shape, stored_clocks
 from tests.fakes import scenario
 from tests.fakes.mail_corpus import corpus
-from tests.fakes.scenario import STORIES, T0, Story
+from tests.fakes.scenario import STORIES, T0, Story, minutes
 from tests.services import Dovecot, dovecot, free_port
 
 RULES = rules.load_rules(scenario.RULES)
@@ -129,10 +129,6 @@ def connect(server: Dovecot, clock: Clock | None = None, **more: Any) -> ImapCon
     return ImapConnector("mail", options(server, **more), clock=clock or Clock(T0), per_round=3)
 
 
-def at(minutes: float) -> dt.datetime:
-    return T0 + dt.timedelta(minutes=minutes)
-
-
 def ticket_of(store: Store, mid: str) -> str:
     """The ticket whose history holds the message with this Message-ID."""
     wanted = f"mail:{mid.lower()}"
@@ -177,21 +173,33 @@ def test_registered_and_built_from_its_config(tmp_path):
 def test_threads_agents_and_automatic_mail(server):
     box = Mailbox(server)
     cust = "Carla <carla@customer.test>"
-    q = box.write("INBOX", cust, SUPPORT, "Printer on fire", at(0))
+    q = box.write("INBOX", cust, SUPPORT, "Printer on fire", minutes(0))
     auto = box.write(
-        "Sent", SUPPORT, cust, "Auto: we got it", at(1), "Auto-Submitted: auto-replied", parent=q
+        "Sent",
+        SUPPORT,
+        cust,
+        "Auto: we got it",
+        minutes(1),
+        "Auto-Submitted: auto-replied",
+        parent=q,
     )
-    a = box.write("Sent", AGENT, cust, "Re: Printer on fire", at(20), parent=q)
+    a = box.write("Sent", AGENT, cust, "Re: Printer on fire", minutes(20), parent=q)
     # the agent copied the support address: the same message in INBOX is not a second reply
-    box.write("INBOX", AGENT, SUPPORT, "Re: Printer on fire", at(20), mid=a, parent=q)
-    r = box.write("INBOX", cust, SUPPORT, "Re: Printer on fire", at(30), parent=a)
-    nohead = box.write("INBOX", cust, SUPPORT, "RE: printer ON fire", at(40))  # headers dropped
-    ooo = box.write("INBOX", cust, SUPPORT, "Out of office", at(41), "X-Autoreply: yes", parent=a)
-    lst = box.write(
-        "INBOX", "News <news@lists.test>", SUPPORT, "Weekly", at(42), "Precedence: bulk"
+    box.write("INBOX", AGENT, SUPPORT, "Re: Printer on fire", minutes(20), mid=a, parent=q)
+    r = box.write("INBOX", cust, SUPPORT, "Re: Printer on fire", minutes(30), parent=a)
+    nohead = box.write(
+        "INBOX", cust, SUPPORT, "RE: printer ON fire", minutes(40)
+    )  # headers dropped
+    ooo = box.write(
+        "INBOX", cust, SUPPORT, "Out of office", minutes(41), "X-Autoreply: yes", parent=a
     )
-    bounce = box.write("INBOX", "MAILER-DAEMON@mx.test", SUPPORT, "Undelivered", at(43))
-    other = box.write("INBOX", "Olaf <olaf@customer.test>", SUPPORT, "Re: Printer on fire", at(44))
+    lst = box.write(
+        "INBOX", "News <news@lists.test>", SUPPORT, "Weekly", minutes(42), "Precedence: bulk"
+    )
+    bounce = box.write("INBOX", "MAILER-DAEMON@mx.test", SUPPORT, "Undelivered", minutes(43))
+    other = box.write(
+        "INBOX", "Olaf <olaf@customer.test>", SUPPORT, "Re: Printer on fire", minutes(44)
+    )
     store = Store()
     connector = connect(server)
     batches = store.sync(connector)
@@ -227,11 +235,11 @@ def test_threads_agents_and_automatic_mail(server):
 def test_sent_folder_by_name_and_agents_by_address(server):
     box = Mailbox(server)
     box.client.create_folder("Outbox2")
-    q = box.write("INBOX", "c@customer.test", SUPPORT, "Hello", at(0))
+    q = box.write("INBOX", "c@customer.test", SUPPORT, "Hello", minutes(0))
     a = box.write(
-        "Outbox2", "someone@elsewhere.test", "c@customer.test", "Re: Hello", at(5), parent=q
+        "Outbox2", "someone@elsewhere.test", "c@customer.test", "Re: Hello", minutes(5), parent=q
     )
-    b = box.write("INBOX", "Boss@Partner.test", SUPPORT, "Re: Hello", at(6), parent=q)
+    b = box.write("INBOX", "Boss@Partner.test", SUPPORT, "Re: Hello", minutes(6), parent=q)
     store = Store()
     store.sync(connect(server, sent_folder="Outbox2", agents=["boss@partner.test"]))
     assert authors(store, ticket_of(store, q)) == ["customer", "agent", "agent"]
@@ -244,9 +252,9 @@ def test_sent_folder_by_name_and_agents_by_address(server):
 @pytest.mark.parametrize("condstore", [True, False])
 def test_solved_keyword_set_later_and_reopened(server, condstore):
     box = Mailbox(server)
-    clock = Clock(at(0))
-    q = box.write("INBOX", "c@customer.test", SUPPORT, "Broken", at(0))
-    a = box.write("Sent", AGENT, "c@customer.test", "Re: Broken", at(10), parent=q)
+    clock = Clock(minutes(0))
+    q = box.write("INBOX", "c@customer.test", SUPPORT, "Broken", minutes(0))
+    a = box.write("Sent", AGENT, "c@customer.test", "Re: Broken", minutes(10), parent=q)
     store = Store()
     connector = connect(server, clock)
     connector.use_condstore = condstore
@@ -255,40 +263,45 @@ def test_solved_keyword_set_later_and_reopened(server, condstore):
     assert store.fields[ticket]["status"] == "open"
 
     box.flag("Sent", a)
-    clock.now = at(15)
+    clock.now = minutes(15)
     store.sync(connector)
     assert store.fields[ticket]["status"] == "solved"
     solved = [e for e in store.history(ticket) if isinstance(e, FieldChange)]
-    assert [(e.new, e.at) for e in solved] == [("solved", at(15))]
+    assert [(e.new, e.at) for e in solved] == [("solved", minutes(15))]
 
     box.flag("Sent", a, on=False)  # unmarked: open again
-    clock.now = at(20)
+    clock.now = minutes(20)
     store.sync(connector)
     assert store.fields[ticket]["status"] == "open"
     box.flag("INBOX", q)
-    clock.now = at(25)
+    clock.now = minutes(25)
     store.sync(connector)
     assert store.fields[ticket]["status"] == "solved"
-    r = box.write("INBOX", "c@customer.test", SUPPORT, "Re: Broken", at(30), parent=a)
-    clock.now = at(31)
+    r = box.write("INBOX", "c@customer.test", SUPPORT, "Re: Broken", minutes(30), parent=a)
+    clock.now = minutes(31)
     store.sync(connector)
     assert store.fields[ticket]["status"] == "open" and ticket_of(store, r) == ticket
     statuses = [
         (e.new, e.at) for e in rules.in_order(store.history(ticket)) if isinstance(e, FieldChange)
     ]
-    assert statuses == [("solved", at(15)), ("open", at(20)), ("solved", at(25)), ("open", at(30))]
+    assert statuses == [
+        ("solved", minutes(15)),
+        ("open", minutes(20)),
+        ("solved", minutes(25)),
+        ("open", minutes(30)),
+    ]
 
 
 def test_moved_to_the_solved_folder_solves(server):
     box = Mailbox(server)
-    clock = Clock(at(0))
-    q = box.write("INBOX", "c@customer.test", SUPPORT, "Move me", at(0))
+    clock = Clock(minutes(0))
+    q = box.write("INBOX", "c@customer.test", SUPPORT, "Move me", minutes(0))
     store = Store()
     connector = connect(server, clock, solved_folder="Solved")
     store.sync(connector)
     box.client.select_folder("INBOX")
     box.client.move([box.uid_of("INBOX", q)], "Solved")
-    clock.now = at(50)
+    clock.now = minutes(50)
     store.sync(connector)
     ticket = ticket_of(store, q)
     assert store.fields[ticket]["status"] == "solved"
@@ -297,17 +310,17 @@ def test_moved_to_the_solved_folder_solves(server):
 
 def test_pending_on_reply(server):
     box = Mailbox(server)
-    q = box.write("INBOX", "c@customer.test", SUPPORT, "Waiting", at(0))
-    a = box.write("Sent", AGENT, "c@customer.test", "Re: Waiting", at(10), parent=q)
-    box.write("INBOX", "c@customer.test", SUPPORT, "Re: Waiting", at(20), parent=a)
-    box.write("Sent", AGENT, "c@customer.test", "Re: Waiting", at(30), parent=a)
+    q = box.write("INBOX", "c@customer.test", SUPPORT, "Waiting", minutes(0))
+    a = box.write("Sent", AGENT, "c@customer.test", "Re: Waiting", minutes(10), parent=q)
+    box.write("INBOX", "c@customer.test", SUPPORT, "Re: Waiting", minutes(20), parent=a)
+    box.write("Sent", AGENT, "c@customer.test", "Re: Waiting", minutes(30), parent=a)
     store = Store()
     store.sync(connect(server, pending_on_reply=True))
     ticket = ticket_of(store, q)
     statuses = [
         (e.new, e.at) for e in rules.in_order(store.history(ticket)) if isinstance(e, FieldChange)
     ]
-    assert statuses == [("pending", at(10)), ("open", at(20)), ("pending", at(30))]
+    assert statuses == [("pending", minutes(10)), ("open", minutes(20)), ("pending", minutes(30))]
     assert store.fields[ticket]["status"] == "pending"
 
 
@@ -316,15 +329,17 @@ def test_pending_on_reply(server):
 
 def test_uidvalidity_reset_reads_again_without_duplicates(server):
     box = Mailbox(server)
-    mids = [box.write("INBOX", f"c{n}@customer.test", SUPPORT, f"Q{n}", at(n)) for n in range(4)]
-    box.write("INBOX", "c9@customer.test", SUPPORT, "No id", at(5))
+    mids = [
+        box.write("INBOX", f"c{n}@customer.test", SUPPORT, f"Q{n}", minutes(n)) for n in range(4)
+    ]
+    box.write("INBOX", "c9@customer.test", SUPPORT, "No id", minutes(5))
     raw = b"From: x@customer.test\r\nSubject: no message id\r\n\r\n"
-    box.append("INBOX", raw, at(6))
+    box.append("INBOX", raw, minutes(6))
     store = Store()
     store.sync(connect(server))
     before = {t: dict(e) for t, e in store.events.items()}
     server.doveadm("mailbox", "update", "-u", server.user, "--uid-validity", "4242", "INBOX")
-    new = box.write("INBOX", "c1@customer.test", SUPPORT, "Re: Q1", at(7), parent=mids[1])
+    new = box.write("INBOX", "c1@customer.test", SUPPORT, "Re: Q1", minutes(7), parent=mids[1])
     restarted = Store()  # a new process with the stored cursor
     restarted.cursor = json.loads(json.dumps(store.cursor))
     connector = connect(server)
@@ -340,14 +355,14 @@ def test_uidvalidity_reset_reads_again_without_duplicates(server):
 
 def test_resume_after_restart_from_the_stored_cursor(server):
     box = Mailbox(server)
-    q = box.write("INBOX", "c@customer.test", SUPPORT, "Resume", at(0))
+    q = box.write("INBOX", "c@customer.test", SUPPORT, "Resume", minutes(0))
     first = Store()
     first.sync(connect(server))
-    a = box.write("Sent", AGENT, "c@customer.test", "Re: Resume", at(10), parent=q)
+    a = box.write("Sent", AGENT, "c@customer.test", "Re: Resume", minutes(10), parent=q)
     box.flag("INBOX", q)
     later = Store()
     later.cursor = json.loads(json.dumps(first.cursor))
-    connector = connect(server, Clock(at(11)))
+    connector = connect(server, Clock(minutes(11)))
     later.sync(connector)
     ticket = ticket_of(first, q)
     assert list(later.events) == [ticket] and ticket_of(later, a) == ticket
@@ -455,14 +470,14 @@ def test_idle_reports_new_mail(server):
     store = Store()
     store.sync(connector)  # what the sync saw is the baseline
     box = Mailbox(server)
-    box.write("INBOX", "early@customer.test", SUPPORT, "Before IDLE began", at(0))
+    box.write("INBOX", "early@customer.test", SUPPORT, "Before IDLE began", minutes(0))
     assert connector.wait_for_change(stop, timeout=5) is True  # at once: since the sync
     store.sync(connector)
     result: list[bool | None] = []
     waiter = threading.Thread(target=lambda: result.append(connector.wait_for_change(stop, 20)))
     began = time.monotonic()
     waiter.start()
-    box.write("INBOX", "c@customer.test", SUPPORT, "Instant", at(1))
+    box.write("INBOX", "c@customer.test", SUPPORT, "Instant", minutes(1))
     waiter.join(timeout=20)
     assert result == [True] and time.monotonic() - began < 10
     stop.set()
@@ -482,7 +497,7 @@ def test_new_mail_is_synced_at_once_through_idle(server, tmp_path):
     register_connectors(app)
     scheduler = app.extensions["slamon"].scheduler
     box = Mailbox(server)
-    box.write("INBOX", "first@customer.test", SUPPORT, "Hello", at(0))
+    box.write("INBOX", "first@customer.test", SUPPORT, "Hello", minutes(0))
 
     def requesters() -> set[str]:
         with app.app_context():
@@ -494,7 +509,7 @@ def test_new_mail_is_synced_at_once_through_idle(server, tmp_path):
         while requesters() != {"first@customer.test"}:
             assert time.monotonic() < deadline, "the first sync did not store the mail"
             time.sleep(0.05)
-        box.write("INBOX", "second@customer.test", SUPPORT, "Are you there?", at(5))
+        box.write("INBOX", "second@customer.test", SUPPORT, "Are you there?", minutes(5))
         deadline = time.monotonic() + 10  # the interval is an hour: only IDLE can do it
         while "second@customer.test" not in requesters():
             assert time.monotonic() < deadline, "IDLE did not bring the new mail"
